@@ -1,0 +1,1 @@
+"""Road-test log readers and writers into the common frame model (:class:`labeler.logs.frame.Frame`)."""
