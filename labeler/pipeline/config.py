@@ -1,0 +1,212 @@
+"""Typed pipeline config with documented defaults, loaded from a YAML file (e.g. ``pipelines/nightly.yaml``).
+
+One layer only: the YAML overrides these defaults; unknown keys are an error that names the key and file.
+Strings may use ``${state}`` (the state dir, default ``./state`` or ``$LABELER_STATE``) and ``${night}``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_type_hints
+
+import yaml
+
+from labeler.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class SimulateCfg:
+    """Embedded default input: when ``enabled`` and the input folder holds no logs, simulate them first."""
+
+    enabled: bool = True
+    num_logs: int = 4          # logs generated
+    duration_s: float = 20.0   # seconds per log (10 Hz LiDAR)
+    seed: int = 0              # base seed; the same seed always gives the same logs
+
+
+@dataclass(frozen=True)
+class InputCfg:
+    logs: str = "${state}/logs"   # folder of native logs (or one log), any fsspec URL
+    format: str = "native"        # reader name
+    chunk_frames: int = 50        # frames per Dask task: memory is bounded by a chunk, not by the night
+
+
+@dataclass(frozen=True)
+class FilterCfg:
+    """Frame filters. Each dropped frame gets a reason (the first filter that fails)."""
+
+    min_points: int = 5000                # LiDAR health: fewer points = broken sweep
+    max_nonfinite_fraction: float = 0.0   # any NaN/inf beyond this fraction = broken sweep
+    sector_bins: int = 36                 # azimuth bins of 10 deg for the empty-sector check
+    max_empty_sector_deg: float = 30.0    # a contiguous empty azimuth gap wider than this = sector dropout
+    camera_black_mean: float = 15.0       # mean brightness (0-255) below: black camera frame
+    camera_overexposed_mean: float = 240.0  # above: over-exposed camera frame
+    max_camera_skew_ms: float = 50.0      # |camera time - LiDAR time| above: out of sync
+    keyframe_hz: float = 2.0              # keep at most this many frames per second (10 Hz logs -> every 5th)
+    stationary_speed_mps: float = 0.5     # ego slower than this counts as stationary ...
+    stationary_keep_every_s: float = 5.0  # ... and then one frame per this many seconds is kept
+    drop_broken_camera_frames: bool = False  # False: a bad camera is a corner-case reason, not a drop
+
+
+@dataclass(frozen=True)
+class ModelCfg:
+    name: str = "geometric"       # a key of labeler.models.registry.MODELS
+    batch_frames: int = 8
+    score_threshold: float = 0.1  # boxes below are not pre-labels
+
+
+@dataclass(frozen=True)
+class ScoringCfg:
+    """Frame confidence and review priority from per-box signals."""
+
+    low_score: float = 0.45          # a box under this score is uncertain
+    few_points: int = 15             # a box with fewer LiDAR points is a likely false positive
+    rare_size_sigma: float = 3.0     # size this many spreads from its class's typical size = unusual
+    unexplained_cluster_points: int = 40  # an above-ground cluster with this many points and no box = likely miss
+
+
+@dataclass(frozen=True)
+class SelectionCfg:
+    budget_fraction: float = 0.2     # at most this fraction of kept frames go to review
+    max_frames: int = 500            # and at most this many
+    min_gap_s: float = 1.0           # temporal diversity: selected frames of a log at least this far apart
+    min_priority: float = 0.05       # frames below are never sent (confident enough)
+
+
+@dataclass(frozen=True)
+class RenderCfg:
+    x_min_m: float = -40.0
+    x_max_m: float = 60.0
+    y_min_m: float = -40.0
+    y_max_m: float = 40.0
+    m_per_px: float = 0.1           # 1000 x 800 px BEV
+    color_by: str = "height"        # height | intensity
+
+
+@dataclass(frozen=True)
+class StudioCfg:
+    url: str | None = None            # existing server; else $LABEL_STUDIO_URL; else start a local one
+    project_title: str = "labeler review"
+    start_local: bool = True          # start `labeler studio up` automatically when no URL is given
+    port: int = 8080
+
+
+@dataclass(frozen=True)
+class DaskCfg:
+    scheduler: str | None = None      # tcp://host:port of an existing cluster; None = LocalCluster
+    n_workers: int = 2
+    threads_per_worker: int = 1
+    memory_limit: str = "6GiB"
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    night: str = "demo"                    # run key: re-running the same night replaces its outputs, never duplicates tasks
+    state_dir: str = "${state}"
+    output_dir: str = "${state}/runs/${night}"
+    input: InputCfg = field(default_factory=InputCfg)
+    simulate: SimulateCfg = field(default_factory=SimulateCfg)
+    filter: FilterCfg = field(default_factory=FilterCfg)
+    model: ModelCfg = field(default_factory=ModelCfg)
+    scoring: ScoringCfg = field(default_factory=ScoringCfg)
+    selection: SelectionCfg = field(default_factory=SelectionCfg)
+    render: RenderCfg = field(default_factory=RenderCfg)
+    studio: StudioCfg = field(default_factory=StudioCfg)
+    dask: DaskCfg = field(default_factory=DaskCfg)
+
+    def resolved(self, state_dir: str | None = None) -> "PipelineConfig":
+        """Expand ``${state}`` and ``${night}`` in every string field."""
+        state = state_dir or os.environ.get("LABELER_STATE") or "./state"
+        state = str(Path(state).expanduser().resolve()) if "://" not in state else state
+
+        def sub(v):
+            if isinstance(v, str):
+                return v.replace("${state}", state).replace("${night}", self.night)
+            if dataclasses.is_dataclass(v):
+                return dataclasses.replace(v, **{f.name: sub(getattr(v, f.name)) for f in dataclasses.fields(v)})
+            return v
+
+        return sub(self)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _build(cls, data: Any, where: str, source: str):
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: `{where or '<top>'}` must be a mapping, got {type(data).__name__}")
+    hints = get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(f"{source}: unknown key(s) {unknown} under `{where or '<top>'}`; allowed: {sorted(names)}")
+    kwargs = {}
+    for k, v in data.items():
+        t = hints[k]
+        path = f"{where}.{k}" if where else k
+        if dataclasses.is_dataclass(t):
+            kwargs[k] = _build(t, v or {}, path, source)
+            continue
+        kwargs[k] = _coerce(v, t, path, source)
+    return cls(**kwargs)
+
+
+def _coerce(v, t, path, source):
+    allowed = getattr(t, "__args__", None) or (t,)
+    if v is None:
+        if type(None) in allowed:
+            return None
+        raise ConfigError(f"{source}: `{path}` may not be null")
+    for a in allowed:
+        if a is type(None):
+            continue
+        if a is float and isinstance(v, (int, float)) and not isinstance(v, bool):
+            return float(v)
+        if a is int and isinstance(v, int) and not isinstance(v, bool):
+            return v
+        if a is bool and isinstance(v, bool):
+            return v
+        if a is str and isinstance(v, str):
+            return v
+    names = "/".join(getattr(a, "__name__", str(a)) for a in allowed)
+    raise ConfigError(f"{source}: `{path}` must be {names}, got {v!r}")
+
+
+def load_config(path: str | Path | None = None, overrides: dict | None = None) -> PipelineConfig:
+    """Load a pipeline YAML (None = the defaults) and apply ``overrides`` ({"dask.scheduler": ...})."""
+    data: dict = {}
+    source = str(path) if path else "<defaults>"
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"pipeline config {p} does not exist; pass an existing YAML, e.g. pipelines/nightly.yaml")
+        try:
+            data = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{p}: not valid YAML: {e}") from None
+    for dotted, value in (overrides or {}).items():
+        cur = data
+        parts = dotted.split(".")
+        for part in parts[:-1]:
+            cur = cur.setdefault(part, {})
+        cur[parts[-1]] = value
+    cfg = _build(PipelineConfig, data, "", source)
+    _validate(cfg, source)
+    return cfg
+
+
+def _validate(cfg: PipelineConfig, source: str) -> None:
+    s = cfg.selection
+    if not 0.0 <= s.budget_fraction <= 1.0:
+        raise ConfigError(f"{source}: selection.budget_fraction must be in [0, 1], got {s.budget_fraction}")
+    if cfg.filter.keyframe_hz <= 0:
+        raise ConfigError(f"{source}: filter.keyframe_hz must be > 0, got {cfg.filter.keyframe_hz}")
+    if cfg.input.chunk_frames < 1:
+        raise ConfigError(f"{source}: input.chunk_frames must be >= 1")
+    if cfg.dask.scheduler and not cfg.dask.scheduler.startswith(("tcp://", "tls://", "inproc://", "ucx://")):
+        raise ConfigError(f"{source}: dask.scheduler must be an address like tcp://127.0.0.1:8786, got {cfg.dask.scheduler!r}")
+    if cfg.render.color_by not in ("height", "intensity"):
+        raise ConfigError(f"{source}: render.color_by must be 'height' or 'intensity'")

@@ -1,0 +1,118 @@
+"""Frame filters: pure functions that say why a frame is broken, redundant or suspicious.
+
+* :func:`lidar_health` and :func:`camera_health` look at one frame's data.
+* :func:`pose_decisions` looks at a whole log's ego poses (no point data needed) and marks stationary
+  duplicates and non-keyframes.
+
+Reasons are short strings (``lidar_too_few_points``, ``stationary_duplicate`` ...) stored in the frames table.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from labeler.pipeline.config import FilterCfg
+
+# frame-level reasons that DROP a frame (the frame is unusable or redundant)
+DROP_LIDAR_TOO_FEW = "lidar_too_few_points"
+DROP_LIDAR_NONFINITE = "lidar_nonfinite_values"
+DROP_STATIONARY = "stationary_duplicate"
+DROP_NOT_KEYFRAME = "not_keyframe"
+DROP_CAMERA_BROKEN = "camera_broken"
+# sensor-health reasons that FLAG a kept frame as a corner case
+FLAG_SECTOR_DROPOUT = "lidar_sector_dropout"
+FLAG_CAMERA_BLACK = "camera_black"
+FLAG_CAMERA_OVEREXPOSED = "camera_overexposed"
+FLAG_CAMERA_SKEW = "camera_time_skew"
+
+
+def lidar_health(points: np.ndarray, cfg: FilterCfg) -> tuple[str | None, list[str]]:
+    """Return (drop reason or None, corner-case flags) for one sweep of (N, 4) points in the LiDAR frame."""
+    n = len(points)
+    if n == 0:
+        return DROP_LIDAR_TOO_FEW, []
+    finite = np.isfinite(points[:, :3]).all(axis=1)
+    if (1.0 - finite.mean()) > cfg.max_nonfinite_fraction:
+        return DROP_LIDAR_NONFINITE, []
+    if finite.sum() < cfg.min_points:
+        return DROP_LIDAR_TOO_FEW, []
+    flags = []
+    if largest_empty_sector_deg(points[finite], cfg.sector_bins * 4) > cfg.max_empty_sector_deg:
+        flags.append(FLAG_SECTOR_DROPOUT)
+    return None, flags
+
+
+def largest_empty_sector_deg(points: np.ndarray, bins: int = 144, min_range_m: float = 3.0) -> float:
+    """Widest contiguous azimuth gap (degrees) without returns beyond ``min_range_m`` (wraps around 360)."""
+    xy = points[:, :2]
+    r = np.hypot(xy[:, 0], xy[:, 1])
+    az = np.degrees(np.arctan2(xy[r > min_range_m, 1], xy[r > min_range_m, 0])) % 360.0
+    if len(az) == 0:
+        return 360.0
+    occ = np.bincount((az / (360.0 / bins)).astype(int).clip(0, bins - 1), minlength=bins) > 0
+    if occ.all():
+        return 0.0
+    # longest run of False in a circular array
+    doubled = np.concatenate([occ, occ])
+    best = run = 0
+    for v in doubled:
+        run = 0 if v else run + 1
+        best = max(best, run)
+    return min(best, bins) * 360.0 / bins
+
+
+def camera_health(images: dict[str, np.ndarray], lidar_ts_ns: int, camera_ts_ns: dict[str, int],
+                  cfg: FilterCfg) -> list[str]:
+    """Corner-case flags per camera, e.g. ``camera_black:front`` or ``camera_time_skew:back``."""
+    flags = []
+    for cam, img in sorted(images.items()):
+        m = float(img.mean()) if img.size else 0.0
+        if m < cfg.camera_black_mean:
+            flags.append(f"{FLAG_CAMERA_BLACK}:{cam}")
+        elif m > cfg.camera_overexposed_mean:
+            flags.append(f"{FLAG_CAMERA_OVEREXPOSED}:{cam}")
+        ct = camera_ts_ns.get(cam, -1)
+        if ct >= 0 and abs(ct - lidar_ts_ns) / 1e6 > cfg.max_camera_skew_ms:
+            flags.append(f"{FLAG_CAMERA_SKEW}:{cam}")
+    return flags
+
+
+def ego_speed_mps(timestamps_ns: np.ndarray, world_from_ego: np.ndarray) -> np.ndarray:
+    """Ego speed per frame (m/s) by central differences of the pose positions."""
+    t = np.asarray(timestamps_ns, dtype=np.float64) / 1e9
+    p = np.asarray(world_from_ego)[:, :3, 3]
+    if len(t) < 2:
+        return np.zeros(len(t))
+    v = np.gradient(p, t, axis=0)
+    return np.linalg.norm(v[:, :2], axis=1)
+
+
+def pose_decisions(timestamps_ns: np.ndarray, world_from_ego: np.ndarray, cfg: FilterCfg) -> list[str | None]:
+    """Per frame: None (keep), ``stationary_duplicate`` or ``not_keyframe``, from the poses alone.
+
+    While the ego is stationary (speed < ``stationary_speed_mps``) one frame per ``stationary_keep_every_s``
+    is kept; otherwise at most ``keyframe_hz`` frames per second are kept (the first frame in each slot).
+    """
+    ts = np.asarray(timestamps_ns, dtype=np.int64)
+    speed = ego_speed_mps(ts, world_from_ego)
+    out: list[str | None] = []
+    period_ns = int(1e9 / cfg.keyframe_hz)
+    still_period_ns = int(cfg.stationary_keep_every_s * 1e9)
+    last_slot = None
+    last_still_keep = None
+    t0 = int(ts[0]) if len(ts) else 0
+    for t, s in zip(ts, speed):
+        if s < cfg.stationary_speed_mps:
+            if last_still_keep is not None and t - last_still_keep < still_period_ns:
+                out.append(DROP_STATIONARY)
+                continue
+            last_still_keep = int(t)
+        else:
+            last_still_keep = None
+        slot = (int(t) - t0) // period_ns
+        if slot == last_slot:
+            out.append(DROP_NOT_KEYFRAME)
+            continue
+        last_slot = slot
+        out.append(None)
+    return out

@@ -1,0 +1,242 @@
+"""Wires the nightly pipeline's steps into one Dask graph and runs it (the only place that knows the order).
+
+ingest+filter+pre-label+project+score (per log chunk)  ->  select within budget (driver)  ->
+render review assets (per chunk)  ->  push to Label Studio (driver)  ->  write tables + run record.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import os
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+import labeler
+from labeler.classes import CLASSES
+from labeler.errors import ConfigError, StudioError
+from labeler.io.tables import reset_run_dir, write_part, write_run_record
+from labeler.logs.native import find_native_logs
+from labeler.pipeline import steps
+from labeler.pipeline.config import PipelineConfig
+from labeler.pipeline.selection import select_for_review
+from labeler.schemas import FRAME_SCORES, FRAMES, QUARANTINE, REVIEW_TASKS, to_table
+
+
+@dataclass
+class RunSummary:
+    run_id: str
+    run_dir: str
+    logs: int = 0
+    frames_in: int = 0
+    quarantined: int = 0
+    filtered: int = 0
+    auto_accepted: int = 0
+    review: int = 0
+    predictions: int = 0
+    tasks_created: int = 0
+    tasks_existing: int = 0
+    tasks_updated: int = 0
+    studio_url: str | None = None
+    project_id: int | None = None
+    filter_reasons: dict = field(default_factory=dict)
+    quarantine_causes: dict = field(default_factory=dict)
+
+    @property
+    def reconciles(self) -> bool:
+        return self.frames_in == self.quarantined + self.filtered + self.auto_accepted + self.review
+
+    def format(self) -> str:
+        lines = [
+            f"run {self.run_id}  ->  {self.run_dir}",
+            f"  logs            {self.logs}",
+            f"  frames in       {self.frames_in}",
+            f"  quarantined     {self.quarantined}" + (f"   {self.quarantine_causes}" if self.quarantine_causes else ""),
+            f"  filtered out    {self.filtered}" + (f"   {self.filter_reasons}" if self.filter_reasons else ""),
+            f"  auto-accepted   {self.auto_accepted}",
+            f"  sent for review {self.review}   (tasks: {self.tasks_created} new, {self.tasks_updated} updated, {self.tasks_existing} unchanged)",
+            f"  3D pre-labels   {self.predictions}",
+            f"  reconciles      {'yes' if self.reconciles else 'NO'}: {self.frames_in} = {self.quarantined} + {self.filtered} + {self.auto_accepted} + {self.review}",
+        ]
+        if self.studio_url:
+            lines.append(f"  review at       {self.studio_url}/projects/{self.project_id}/data")
+        return "\n".join(lines)
+
+
+@contextlib.contextmanager
+def dask_client(cfg: PipelineConfig):
+    """A distributed Client: the external scheduler in ``dask.scheduler`` or a LocalCluster."""
+    from dask.distributed import Client, LocalCluster
+
+    if cfg.dask.scheduler:
+        try:
+            client = Client(cfg.dask.scheduler, timeout="20s")
+        except OSError as e:
+            raise ConfigError(f"cannot reach Dask scheduler {cfg.dask.scheduler}: {e}; start it with `dask scheduler` or fix dask.scheduler") from None
+        with client:
+            yield client
+        return
+    with LocalCluster(n_workers=cfg.dask.n_workers, threads_per_worker=cfg.dask.threads_per_worker,
+                      memory_limit=cfg.dask.memory_limit, processes=True, dashboard_address=None,
+                      host="127.0.0.1") as cluster, Client(cluster) as client:
+        yield client
+
+
+def _progress(futures, desc: str, enabled: bool):
+    from dask.distributed import as_completed
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=len(futures), desc=desc, unit="task", disable=not enabled, leave=True)
+    for fut in as_completed(futures):
+        bar.update(1)
+        yield fut
+    bar.close()
+
+
+def ensure_input(cfg: PipelineConfig, progress: bool = True) -> list[str]:
+    """The native logs to process; simulates the embedded default when the input folder is empty."""
+    logs_url = cfg.input.logs
+    is_local = "://" not in logs_url or logs_url.startswith("file://")
+    logs: list[str] = []
+    if not is_local or Path(logs_url).exists():
+        logs = find_native_logs(logs_url)
+    if not logs and cfg.simulate.enabled:
+        if not is_local:
+            raise ConfigError(f"no logs under {logs_url} and simulation writes only to local folders")
+        from labeler.simulate import SimConfig, simulate_logs
+
+        Path(logs_url).mkdir(parents=True, exist_ok=True)
+        simulate_logs(logs_url, num_logs=cfg.simulate.num_logs, seed=cfg.simulate.seed,
+                      cfg=SimConfig(duration_s=cfg.simulate.duration_s), workers=cfg.dask.n_workers, progress=progress)
+        logs = find_native_logs(logs_url)
+    if not logs:
+        raise ConfigError(f"no native logs found under {logs_url}; point input.logs at a folder of logs or enable simulate")
+    return logs
+
+
+def _studio_client(cfg: PipelineConfig):
+    from labeler.studio.client import connect
+
+    url = cfg.studio.url or os.environ.get("LABEL_STUDIO_URL")
+    if url:
+        return connect(url=url, api_key=os.environ.get("LABEL_STUDIO_API_KEY"), state_dir=cfg.state_dir), url
+    if not cfg.studio.start_local:
+        raise StudioError("no Label Studio URL: set LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY, or enable studio.start_local")
+    from labeler.studio.server import start_server
+
+    info = start_server(Path(cfg.state_dir), port=cfg.studio.port)
+    return connect(url=info.url, state_dir=cfg.state_dir), info.url
+
+
+def run_pipeline(cfg: PipelineConfig, progress: bool = True, push: bool = True, echo=print) -> RunSummary:
+    """Run the nightly job described by ``cfg`` (already resolved) and return its summary."""
+    run_dir = cfg.output_dir
+    started = dt.datetime.now(dt.timezone.utc)
+    run_id = f"{cfg.night}-{started.strftime('%Y%m%dT%H%M%SZ')}-{uuid.uuid4().hex[:6]}"
+    pipeline_version = f"labeler-{labeler.__version__}"
+    reset_run_dir(run_dir)
+    log_paths = ensure_input(cfg, progress)
+    summary = RunSummary(run_id=run_id, run_dir=run_dir, logs=len(log_paths))
+    with dask_client(cfg) as client:
+        infos = client.gather(client.map(steps.inspect_log, log_paths, run_id=run_id, pure=False))
+        quarantine = [i.quarantine for i in infos if i.quarantine]
+        chunks = []
+        for info in infos:
+            if info.quarantine:
+                continue
+            n = cfg.input.chunk_frames
+            for k, s in enumerate(range(0, info.num_frames, n)):
+                chunks.append(steps.Chunk(info.log_path, info.log_id, k, s, min(s + n, info.num_frames)))
+        summary.frames_in = sum(i.num_frames for i in infos)
+        futs = client.map(steps.process_chunk, chunks, run_id=run_id, run_dir=run_dir, pipeline_version=pipeline_version,
+                          fcfg=cfg.filter, mcfg=cfg.model, scfg=cfg.scoring, pure=False)
+        results = [f.result() for f in _progress(futs, "ingest, filter, pre-label", progress)]
+        results.sort(key=lambda r: (r.chunk.log_id, r.chunk.index))
+        frames = [row for r in results for row in r.frames]
+        scores = [row for r in results for row in r.scores]
+        quarantine += [row for r in results for row in r.quarantine]
+        model_version = next((r.model_version for r in results if r.model_version), "")
+        summary.predictions = sum(r.num_predictions for r in results)
+        # selection over the whole night
+        chosen = select_for_review([s["log_id"] for s in scores], [s["timestamp_ns"] for s in scores],
+                                   [s["priority"] for s in scores], cfg.selection)
+        decision = {}
+        for s, c in zip(scores, chosen):
+            s["decision"] = "review" if c else "auto_accepted"
+            decision[(s["log_id"], s["timestamp_ns"])] = s["decision"]
+        for f in frames:
+            if f["outcome"] == "pending":
+                f["outcome"] = decision[(f["log_id"], f["timestamp_ns"])]
+        write_part(run_dir, FRAMES, to_table(FRAMES, frames), "0")
+        write_part(run_dir, QUARANTINE, to_table(QUARANTINE, quarantine), "0")
+        write_part(run_dir, FRAME_SCORES, to_table(FRAME_SCORES, scores), "0")
+        # review assets for the selected frames, one task per chunk
+        by_chunk = defaultdict(list)
+        chunk_of = {}
+        for r in results:
+            for row in r.frames:
+                chunk_of[(row["log_id"], row["timestamp_ns"])] = r.chunk
+        for s in scores:
+            if s["decision"] == "review":
+                by_chunk[chunk_of[(s["log_id"], s["timestamp_ns"])]].append(s)
+        rfuts = [client.submit(steps.prepare_review, ch, [s["timestamp_ns"] for s in ss], [s["priority"] for s in ss],
+                               [s["reasons"] for s in ss], run_id, run_dir, cfg.render, pure=False)
+                 for ch, ss in by_chunk.items()]
+        tasks = [t for f in _progress(rfuts, "render review assets", progress) for t in f.result()]
+    tasks.sort(key=lambda t: (-t.priority, t.frame_key))
+    review_rows = []
+    if push and tasks:
+        review_rows = _push(cfg, tasks, run_id, summary, echo)
+    write_part(run_dir, REVIEW_TASKS, to_table(REVIEW_TASKS, review_rows), "0")
+    summary.filtered = sum(f["outcome"] == "filtered" for f in frames)
+    summary.auto_accepted = sum(f["outcome"] == "auto_accepted" for f in frames)
+    summary.review = sum(f["outcome"] == "review" for f in frames)
+    summary.quarantined = sum(q["frames_affected"] for q in quarantine)
+    summary.filter_reasons = dict(sorted(_count(f["filter_reason"] for f in frames if f["filter_reason"]).items()))
+    summary.quarantine_causes = dict(sorted(_count(q["cause"] for q in quarantine).items()))
+    write_run_record(run_dir, {
+        "run_id": run_id, "night": cfg.night, "started_utc": started.isoformat(),
+        "finished_utc": dt.datetime.now(dt.timezone.utc).isoformat(), "labeler_version": labeler.__version__,
+        "pipeline_version": pipeline_version, "model": cfg.model.name, "model_version": model_version,
+        "inputs": log_paths, "config": cfg.to_dict(),
+        "summary": {k: v for k, v in summary.__dict__.items()},
+    })
+    if not summary.reconciles:
+        raise RuntimeError(f"counts do not reconcile (bug): {summary.format()}")
+    return summary
+
+
+def _push(cfg: PipelineConfig, tasks, run_id: str, summary: RunSummary, echo) -> list[dict]:
+    from labeler.studio.push import ensure_local_storage, ensure_project, push_tasks
+
+    client, url = _studio_client(cfg)
+    cameras = sorted({v.name for t in tasks for v in t.cameras})
+    pid = ensure_project(client, cfg.studio.project_title, list(CLASSES), cameras)
+    doc_root = os.environ.get("LABEL_STUDIO_DOCUMENT_ROOT") or cfg.state_dir
+    asset_root = str(Path(cfg.output_dir) / "assets")
+    ensure_local_storage(client, pid, asset_root, doc_root)
+    pushed = push_tasks(client, pid, tasks, document_root=doc_root)
+    summary.studio_url, summary.project_id = url, pid
+    by_key = {p.frame_key: p for p in pushed}
+    rows = []
+    for t in tasks:
+        p = by_key[t.frame_key]
+        rows.append({"log_id": t.log_id, "timestamp_ns": t.timestamp_ns, "run_id": run_id, "frame_key": t.frame_key,
+                     "project_id": pid, "task_id": p.task_id, "status": p.status, "bev_image": t.bev_image_path,
+                     "camera_images": [v.image_path for v in t.cameras], "priority": t.priority,
+                     "num_predictions": len(t.boxes), "model_version": t.model_version})
+    summary.tasks_created = sum(p.status == "created" for p in pushed)
+    summary.tasks_existing = sum(p.status == "existing" for p in pushed)
+    summary.tasks_updated = sum(p.status == "updated" for p in pushed)
+    return rows
+
+
+def _count(items) -> dict:
+    out: dict = {}
+    for i in items:
+        out[i] = out.get(i, 0) + 1
+    return out

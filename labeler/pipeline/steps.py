@@ -1,0 +1,231 @@
+"""The pipeline's Dask tasks. Each is a function of small, picklable inputs that reads its own data.
+
+* :func:`inspect_log` - read a log's index: frame count, or a whole-log quarantine row.
+* :func:`process_chunk` - ingest -> filter -> pre-label 3D -> project 2D -> score, for frames [start, stop) of a
+  log; writes its predictions_3d / boxes_2d parts and returns the small per-frame rows.
+* :func:`prepare_review` - render the review assets of the selected frames of one chunk and build the
+  Label Studio tasks.
+"""
+
+from __future__ import annotations
+
+import functools
+import posixpath
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import fsspec
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from PIL import Image
+
+from labeler.errors import InputError, LabelerError
+from labeler.geometry.bev import BevGrid
+from labeler.geometry.camera import boxes_to_2d
+from labeler.io.tables import read_table, table_dir, write_part
+from labeler.logs.native import load_frame, read_log_index
+from labeler.pipeline import filters
+from labeler.pipeline.config import FilterCfg, ModelCfg, RenderCfg, ScoringCfg
+from labeler.pipeline.scoring import score_frame
+from labeler.schemas import BOXES_2D, PREDICTIONS_3D, to_table
+
+
+@dataclass(frozen=True)
+class Chunk:
+    log_path: str
+    log_id: str
+    index: int
+    start: int
+    stop: int
+
+    @property
+    def part(self) -> str:
+        return f"{self.log_id}-{self.index:05d}"
+
+
+@dataclass
+class LogInfo:
+    log_path: str
+    log_id: str
+    num_frames: int
+    quarantine: dict | None = None   # a whole-log quarantine row when the log is unreadable
+
+
+@dataclass
+class ChunkResult:
+    chunk: Chunk
+    frames: list[dict] = field(default_factory=list)       # FRAMES rows (outcome filled in later for kept frames)
+    quarantine: list[dict] = field(default_factory=list)   # QUARANTINE rows
+    scores: list[dict] = field(default_factory=list)       # FRAME_SCORES rows (decision filled in later)
+    num_predictions: int = 0
+    model_version: str = ""
+
+
+def _count_lidar_files(log_path: str) -> int:
+    try:
+        fs, root = fsspec.core.url_to_fs(log_path)
+        d = posixpath.join(root, "lidar")
+        return len([p for p in fs.ls(d, detail=False) if p.endswith(".bin")]) if fs.exists(d) else 0
+    except OSError:
+        return 0
+
+
+def inspect_log(log_path: str, run_id: str) -> LogInfo:
+    """Read a log's index. An unreadable log becomes one quarantine row covering all its frames."""
+    try:
+        idx = _index(log_path)
+        return LogInfo(log_path, idx.log_id, len(idx))
+    except InputError as e:
+        n = _count_lidar_files(log_path)
+        log_id = posixpath.basename(str(log_path).rstrip("/"))
+        row = {"log_id": log_id, "timestamp_ns": None, "run_id": run_id, "file": e.file, "stage": "ingest",
+               "cause": e.what, "detail": f"whole log quarantined: {e.detail}", "frames_affected": n}
+        return LogInfo(log_path, log_id, n, quarantine=row)
+
+
+@functools.lru_cache(maxsize=8)
+def _index(log_path: str):
+    return read_log_index(log_path)
+
+
+_MODEL_CACHE: dict[str, object] = {}
+
+
+def get_model(cfg: ModelCfg):
+    """The detector for ``cfg``, loaded once per worker process (not per frame)."""
+    key = repr(cfg)
+    if key not in _MODEL_CACHE:
+        from labeler.models.registry import load_model
+
+        _MODEL_CACHE[key] = load_model(cfg.name)
+    return _MODEL_CACHE[key]
+
+
+def process_chunk(chunk: Chunk, run_id: str, run_dir: str, pipeline_version: str, fcfg: FilterCfg,
+                  mcfg: ModelCfg, scfg: ScoringCfg) -> ChunkResult:
+    """Ingest, filter, pre-label, project and score frames [start, stop) of one log."""
+    idx = _index(chunk.log_path)
+    decisions = filters.pose_decisions(idx.timestamps_ns, idx.world_from_ego, fcfg)
+    speed = filters.ego_speed_mps(idx.timestamps_ns, idx.world_from_ego)
+    model = get_model(mcfg)
+    res = ChunkResult(chunk, model_version=model.version)
+    kept = []  # (frame, flags)
+    for i in range(chunk.start, chunk.stop):
+        ts = int(idx.timestamps_ns[i])
+        try:
+            if i > 0 and ts <= int(idx.timestamps_ns[i - 1]):
+                raise InputError(idx.lidar_files[i], "duplicate_timestamp", "timestamp repeats the previous frame's", ts)
+            frame = load_frame(idx, i)
+        except InputError as e:
+            res.quarantine.append({"log_id": idx.log_id, "timestamp_ns": ts, "run_id": run_id, "file": e.file,
+                                   "stage": "ingest", "cause": e.what, "detail": e.detail, "frames_affected": 1})
+            continue
+        drop, flags = filters.lidar_health(frame.points, fcfg)
+        cam_flags = filters.camera_health(frame.images, ts, frame.camera_timestamps_ns, fcfg)
+        if drop is None and cam_flags and fcfg.drop_broken_camera_frames:
+            drop = filters.DROP_CAMERA_BROKEN
+        if drop is None:
+            drop = decisions[i]
+        T = frame.world_from_ego
+        row = {"log_id": idx.log_id, "timestamp_ns": ts, "run_id": run_id, "frame_index": i,
+               "lidar_file": frame.lidar_file, "num_points": int(len(frame.points)),
+               "ego_x_m": float(T[0, 3]), "ego_y_m": float(T[1, 3]), "ego_yaw_rad": float(np.arctan2(T[1, 0], T[0, 0])),
+               "ego_speed_mps": float(speed[i]), "cameras": sorted(frame.images), "tags": [],
+               "filter_reason": drop, "outcome": "filtered" if drop else "pending", "pipeline_version": pipeline_version}
+        res.frames.append(row)
+        if drop is None:
+            kept.append((frame, flags + cam_flags, row))
+    preds, b2d = [], []
+    for s in range(0, len(kept), max(1, mcfg.batch_frames)):
+        batch = kept[s : s + mcfg.batch_frames]
+        try:
+            dets = model.predict([f for f, _, _ in batch])
+        except LabelerError as e:
+            raise LabelerError(f"model {mcfg.name} failed on log {idx.log_id}: {e}") from e
+        for (frame, flags, row), det in zip(batch, dets):
+            keep = np.asarray(det.scores) >= mcfg.score_threshold
+            boxes = np.asarray(det.boxes)[keep]
+            cats = np.asarray(det.categories)[keep]
+            scores = np.asarray(det.scores, dtype=np.float64)[keep]
+            npts = np.asarray(det.num_points)[keep]
+            ids = [f"p{k:03d}" for k in range(len(boxes))]
+            for k in range(len(boxes)):
+                b = boxes[k]
+                preds.append({"log_id": frame.log_id, "timestamp_ns": frame.timestamp_ns, "object_id": ids[k], "run_id": run_id,
+                              "x": b[0], "y": b[1], "z": b[2], "l": b[3], "w": b[4], "h": b[5], "yaw": b[6],
+                              "category": str(cats[k]), "score": float(scores[k]), "num_points": int(npts[k]),
+                              "model_name": model.name, "model_version": model.version})
+            for cam, calib in frame.cameras.items():
+                if cam not in frame.images or not len(boxes):
+                    continue
+                bx, vis, trunc, depth = boxes_to_2d(calib, boxes)
+                for k in np.nonzero(vis & (depth > 0))[0]:
+                    b2d.append({"log_id": frame.log_id, "timestamp_ns": frame.timestamp_ns, "object_id": ids[k], "camera": cam,
+                                "run_id": run_id, "x1": bx[k, 0], "y1": bx[k, 1], "x2": bx[k, 2], "y2": bx[k, 3],
+                                "truncation": float(trunc[k]), "depth_m": float(depth[k]), "category": str(cats[k]),
+                                "score": float(scores[k]), "model_version": model.version})
+            fs_ = score_frame(boxes, cats, scores, npts, flags, scfg)
+            res.scores.append({"log_id": frame.log_id, "timestamp_ns": frame.timestamp_ns, "run_id": run_id,
+                               "confidence": fs_.confidence, "priority": fs_.priority, "reasons": fs_.reasons,
+                               "num_boxes": int(len(boxes)), "decision": "pending", "model_version": model.version})
+    write_part(run_dir, PREDICTIONS_3D, to_table(PREDICTIONS_3D, preds), chunk.part)
+    write_part(run_dir, BOXES_2D, to_table(BOXES_2D, b2d), chunk.part)
+    res.num_predictions = len(preds)
+    return res
+
+
+def prepare_review(chunk: Chunk, timestamps_ns: list[int], priorities: list[float], reasons: list[list[str]],
+                   run_id: str, run_dir: str, rcfg: RenderCfg):
+    """Render BEV images and copy camera images of the selected frames; return Label Studio ReviewTasks."""
+    from labeler.render import render_bev
+    from labeler.studio.tasks import CameraView, ReviewTask
+
+    idx = _index(chunk.log_path)
+    grid = BevGrid(rcfg.x_min_m, rcfg.x_max_m, rcfg.y_min_m, rcfg.y_max_m, rcfg.m_per_px)
+    wanted = set(int(t) for t in timestamps_ns)
+    flt = [("timestamp_ns", "in", sorted(wanted))] if wanted else None
+    preds = _read_part(run_dir, PREDICTIONS_3D.name, chunk.part, flt)
+    p2d = _read_part(run_dir, BOXES_2D.name, chunk.part, flt)
+    pos = {int(t): i for i, t in enumerate(idx.timestamps_ns)}
+    out = []
+    for ts, prio, why in zip(timestamps_ns, priorities, reasons):
+        i = pos[int(ts)]
+        frame = load_frame(idx, i, with_images=False)
+        asset_dir = Path(run_dir) / "assets" / frame.log_id / str(frame.timestamp_ns)
+        asset_dir.mkdir(parents=True, exist_ok=True)
+        bev_path = asset_dir / "bev.png"
+        Image.fromarray(render_bev(frame.points, grid, rcfg.color_by, ground_z_m=-float(frame.ego_from_lidar[2, 3]) if frame.ego_from_lidar[2, 3] else -1.8)).save(bev_path)
+        fp = preds.filter(pc.equal(preds.column("timestamp_ns"), int(ts)))
+        boxes = np.stack([fp.column(c).to_numpy() for c in ("x", "y", "z", "l", "w", "h", "yaw")], axis=1) if fp.num_rows else np.zeros((0, 7))
+        views = []
+        for cam, src in sorted(frame.image_files.items()):
+            dst = asset_dir / f"cam_{cam}{Path(src).suffix or '.jpg'}"
+            with fsspec.open(src, "rb") as fsrc, open(dst, "wb") as fdst:
+                shutil.copyfileobj(fsrc, fdst)
+            calib = frame.cameras[cam]
+            f2 = p2d.filter(pc.and_(pc.equal(p2d.column("timestamp_ns"), int(ts)), pc.equal(p2d.column("camera"), cam)))
+            rows = f2.to_pylist()
+            views.append(CameraView(name=cam, image_path=str(dst), width=calib.width, height=calib.height,
+                                    boxes=[(r["object_id"], r["x1"], r["y1"], r["x2"], r["y2"], r["category"], r["score"]) for r in rows]))
+        out.append(ReviewTask(frame_key=frame.key, log_id=frame.log_id, timestamp_ns=frame.timestamp_ns,
+                              bev_image_path=str(bev_path), bev_grid=grid, boxes=boxes,
+                              categories=fp.column("category").to_pylist(), scores=fp.column("score").to_pylist(),
+                              object_ids=fp.column("object_id").to_pylist(), cameras=views, priority=float(prio),
+                              reasons=list(why), model_version=fp.column("model_version")[0].as_py() if fp.num_rows else "",
+                              run_id=run_id))
+    return out
+
+
+def _read_part(run_dir: str, name: str, part: str, filters_=None) -> pa.Table:
+    import pyarrow.parquet as pq
+
+    from labeler.schemas import TABLES
+
+    path = posixpath.join(table_dir(run_dir, name), f"part-{part}.parquet")
+    with fsspec.open(path, "rb") as f:
+        return pq.read_table(f, filters=filters_, schema=TABLES[name].schema)
+
+
+__all__ = ["Chunk", "ChunkResult", "LogInfo", "inspect_log", "process_chunk", "prepare_review", "get_model", "read_table"]
