@@ -1,0 +1,32 @@
+import pytest
+
+from labeler.errors import ConfigError
+from labeler.pipeline.config import PipelineConfig, load_config
+
+
+def test_shipped_yaml_loads_and_resolves(tmp_path):
+    cfg = load_config("pipelines/nightly.yaml").resolved(str(tmp_path))
+    assert cfg.input.logs == f"{tmp_path}/logs"
+    assert cfg.output_dir == f"{tmp_path}/runs/demo"
+    assert cfg.model.name == "geometric"
+
+
+def test_unknown_key_and_bad_type_name_the_key(tmp_path):
+    p = tmp_path / "bad.yaml"
+    p.write_text("filter:\n  min_pointz: 3\n")
+    with pytest.raises(ConfigError, match=r"min_pointz.*filter"):
+        load_config(p)
+    p.write_text("selection:\n  budget_fraction: lots\n")
+    with pytest.raises(ConfigError, match="selection.budget_fraction"):
+        load_config(p)
+    p.write_text("dask:\n  scheduler: localhost:8786\n")
+    with pytest.raises(ConfigError, match="tcp://"):
+        load_config(p)
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_overrides():
+    cfg = load_config(None, {"dask.scheduler": "tcp://127.0.0.1:8786", "selection.budget_fraction": 0.5})
+    assert cfg.dask.scheduler == "tcp://127.0.0.1:8786" and cfg.selection.budget_fraction == 0.5
+    assert PipelineConfig().selection.budget_fraction == 0.2

@@ -1,0 +1,65 @@
+import numpy as np
+
+from labeler.geometry.transforms import pose_from_xyz_yaw
+from labeler.pipeline import filters
+from labeler.pipeline.config import FilterCfg
+
+
+def _ring(n=20000, seed=0, gap=None):
+    rng = np.random.default_rng(seed)
+    az = rng.uniform(0, 2 * np.pi, n)
+    if gap is not None:
+        lo, hi = np.radians(gap[0]), np.radians(gap[1])
+        az = az[(az < lo) | (az > hi)]
+    r = rng.uniform(5, 50, len(az))
+    return np.stack([r * np.cos(az), r * np.sin(az), rng.normal(-1.8, 0.05, len(az)), rng.uniform(0, 1, len(az))], 1).astype(np.float32)
+
+
+def test_healthy_sweep_passes():
+    drop, flags = filters.lidar_health(_ring(), FilterCfg())
+    assert drop is None and flags == []
+
+
+def test_too_few_and_nonfinite_points_are_dropped():
+    assert filters.lidar_health(_ring(100), FilterCfg())[0] == filters.DROP_LIDAR_TOO_FEW
+    assert filters.lidar_health(np.zeros((0, 4), np.float32), FilterCfg())[0] == filters.DROP_LIDAR_TOO_FEW
+    p = _ring()
+    p[10, 0] = np.nan
+    assert filters.lidar_health(p, FilterCfg())[0] == filters.DROP_LIDAR_NONFINITE
+
+
+def test_sector_dropout_is_flagged_with_its_width():
+    p = _ring(gap=(100, 160))
+    width = filters.largest_empty_sector_deg(p)
+    assert 55 <= width <= 62.5
+    drop, flags = filters.lidar_health(p, FilterCfg())
+    assert drop is None and flags == [filters.FLAG_SECTOR_DROPOUT]
+    # a gap that wraps through 0 degrees
+    assert 37.5 <= filters.largest_empty_sector_deg(_wrap_gap()) <= 42.5
+
+
+def _wrap_gap():
+    p = _ring()
+    az = np.degrees(np.arctan2(p[:, 1], p[:, 0])) % 360
+    return p[(az > 20) & (az < 340)]
+
+
+def test_camera_health_black_overexposed_and_skew():
+    imgs = {"front": np.full((10, 10, 3), 3, np.uint8), "back": np.full((10, 10, 3), 252, np.uint8), "left": np.full((10, 10, 3), 120, np.uint8)}
+    flags = filters.camera_health(imgs, 1_000_000_000, {"front": 1_000_000_000, "back": 1_000_000_000, "left": 1_200_000_000}, FilterCfg())
+    assert flags == ["camera_overexposed:back", "camera_black:front", "camera_time_skew:left"]
+
+
+def test_pose_decisions_keyframes_and_stationary():
+    cfg = FilterCfg(keyframe_hz=2.0, stationary_speed_mps=0.5, stationary_keep_every_s=5.0)
+    ts = np.arange(200) * 100_000_000  # 20 s at 10 Hz
+    x = np.concatenate([np.arange(100) * 1.0, np.full(100, 99.0)])  # 10 m/s for 10 s, then stopped 10 s
+    poses = np.stack([pose_from_xyz_yaw(xx, 0, 0, 0) for xx in x])
+    d = filters.pose_decisions(ts, poses, cfg)
+    kept = [i for i, r in enumerate(d) if r is None]
+    moving_kept = [i for i in kept if i < 99]
+    assert moving_kept == list(range(0, 99, 5))          # 2 Hz while moving
+    still_kept = [i for i in kept if i >= 100]
+    assert still_kept == [100, 150]                       # one per 5 s while stopped
+    assert all(d[i] == filters.DROP_STATIONARY for i in range(100, 200) if i not in still_kept)
+    assert abs(filters.ego_speed_mps(ts, poses)[50] - 10.0) < 1e-9
