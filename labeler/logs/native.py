@@ -78,9 +78,16 @@ class LogIndex:
     world_from_ego: np.ndarray  # (F, 4, 4)
     annotations: pa.Table | None
     corner_cases: pa.Table | None
+    format: str = "native"
 
     def __len__(self) -> int:
         return len(self.timestamps_ns)
+
+    def load_frame(self, i: int, with_images: bool = True) -> Frame:
+        return load_frame(self, i, with_images)
+
+    def lidar_file(self, i: int) -> str:
+        return posixpath.join(self.path, self.lidar_files[i])
 
 
 def _read_json(fs, path: str, log: str) -> dict:
@@ -107,6 +114,11 @@ def _read_table(fs, path: str, required: tuple[str, ...], optional: bool = False
     if missing:
         raise InputError(path, "bad_schema", f"columns {missing} are missing (have {t.column_names})")
     return t
+
+
+def open_native_log(path: str) -> LogIndex:
+    """Open a native log (a :class:`labeler.logs.base.LogSource`)."""
+    return read_log_index(path)
 
 
 def read_log_index(path: str) -> LogIndex:

@@ -30,7 +30,7 @@ class SimulateCfg:
 @dataclass(frozen=True)
 class InputCfg:
     logs: str = "${state}/logs"   # folder of native logs (or one log), any fsspec URL
-    format: str = "native"        # reader name
+    format: str = "auto"          # reader name from labeler.logs.registry.READERS, or auto-detect
     chunk_frames: int = 50        # frames per Dask task: memory is bounded by a chunk, not by the night
 
 
@@ -208,5 +208,9 @@ def _validate(cfg: PipelineConfig, source: str) -> None:
         raise ConfigError(f"{source}: input.chunk_frames must be >= 1")
     if cfg.dask.scheduler and not cfg.dask.scheduler.startswith(("tcp://", "tls://", "inproc://", "ucx://")):
         raise ConfigError(f"{source}: dask.scheduler must be an address like tcp://127.0.0.1:8786, got {cfg.dask.scheduler!r}")
+    from labeler.logs.registry import READERS
+
+    if cfg.input.format != "auto" and cfg.input.format not in READERS:
+        raise ConfigError(f"{source}: input.format {cfg.input.format!r} is unknown; use 'auto' or one of {sorted(READERS)}")
     if cfg.render.color_by not in ("height", "intensity"):
         raise ConfigError(f"{source}: render.color_by must be 'height' or 'intensity'")

@@ -20,7 +20,7 @@ import labeler
 from labeler.classes import CLASSES
 from labeler.errors import ConfigError, StudioError
 from labeler.io.tables import reset_run_dir, write_part, write_run_record
-from labeler.logs.native import find_native_logs
+from labeler.logs.registry import find_logs
 from labeler.pipeline import steps
 from labeler.pipeline.config import PipelineConfig
 from labeler.pipeline.selection import select_for_review
@@ -97,13 +97,13 @@ def _progress(futures, desc: str, enabled: bool):
     bar.close()
 
 
-def ensure_input(cfg: PipelineConfig, progress: bool = True) -> list[str]:
-    """The native logs to process; simulates the embedded default when the input folder is empty."""
+def ensure_input(cfg: PipelineConfig, progress: bool = True) -> list[tuple[str, str]]:
+    """(path, format) of the logs to process; simulates the embedded default when the input folder is empty."""
     logs_url = cfg.input.logs
     is_local = "://" not in logs_url or logs_url.startswith("file://")
-    logs: list[str] = []
+    logs: list[tuple[str, str]] = []
     if not is_local or Path(logs_url).exists():
-        logs = find_native_logs(logs_url)
+        logs = find_logs(logs_url, cfg.input.format)
     if not logs and cfg.simulate.enabled:
         if not is_local:
             raise ConfigError(f"no logs under {logs_url} and simulation writes only to local folders")
@@ -112,7 +112,7 @@ def ensure_input(cfg: PipelineConfig, progress: bool = True) -> list[str]:
         Path(logs_url).mkdir(parents=True, exist_ok=True)
         simulate_logs(logs_url, num_logs=cfg.simulate.num_logs, seed=cfg.simulate.seed,
                       cfg=SimConfig(duration_s=cfg.simulate.duration_s), workers=cfg.dask.n_workers, progress=progress)
-        logs = find_native_logs(logs_url)
+        logs = find_logs(logs_url, cfg.input.format)
     if not logs:
         raise ConfigError(f"no native logs found under {logs_url}; point input.logs at a folder of logs or enable simulate")
     return logs
@@ -139,10 +139,11 @@ def run_pipeline(cfg: PipelineConfig, progress: bool = True, push: bool = True, 
     run_id = f"{cfg.night}-{started.strftime('%Y%m%dT%H%M%SZ')}-{uuid.uuid4().hex[:6]}"
     pipeline_version = f"labeler-{labeler.__version__}"
     reset_run_dir(run_dir)
-    log_paths = ensure_input(cfg, progress)
+    log_inputs = ensure_input(cfg, progress)
+    log_paths = [p for p, _ in log_inputs]
     summary = RunSummary(run_id=run_id, run_dir=run_dir, logs=len(log_paths))
     with dask_client(cfg) as client:
-        infos = client.gather(client.map(steps.inspect_log, log_paths, run_id=run_id, pure=False))
+        infos = client.gather(client.map(steps.inspect_log, log_paths, [f for _, f in log_inputs], run_id=run_id, pure=False))
         quarantine = [i.quarantine for i in infos if i.quarantine]
         chunks = []
         for info in infos:
@@ -150,7 +151,7 @@ def run_pipeline(cfg: PipelineConfig, progress: bool = True, push: bool = True, 
                 continue
             n = cfg.input.chunk_frames
             for k, s in enumerate(range(0, info.num_frames, n)):
-                chunks.append(steps.Chunk(info.log_path, info.log_id, k, s, min(s + n, info.num_frames)))
+                chunks.append(steps.Chunk(info.log_path, info.format, info.log_id, k, s, min(s + n, info.num_frames)))
         summary.frames_in = sum(i.num_frames for i in infos)
         futs = client.map(steps.process_chunk, chunks, run_id=run_id, run_dir=run_dir, pipeline_version=pipeline_version,
                           fcfg=cfg.filter, mcfg=cfg.model, scfg=cfg.scoring, pure=False)
@@ -202,7 +203,7 @@ def run_pipeline(cfg: PipelineConfig, progress: bool = True, push: bool = True, 
         "run_id": run_id, "night": cfg.night, "started_utc": started.isoformat(),
         "finished_utc": dt.datetime.now(dt.timezone.utc).isoformat(), "labeler_version": labeler.__version__,
         "pipeline_version": pipeline_version, "model": cfg.model.name, "model_version": model_version,
-        "inputs": log_paths, "config": cfg.to_dict(),
+        "inputs": [{"path": p, "format": f} for p, f in log_inputs], "config": cfg.to_dict(),
         "summary": {k: v for k, v in summary.__dict__.items()},
     })
     if not summary.reconciles:

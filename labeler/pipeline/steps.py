@@ -25,7 +25,7 @@ from labeler.errors import InputError, LabelerError
 from labeler.geometry.bev import BevGrid
 from labeler.geometry.camera import boxes_to_2d
 from labeler.io.tables import read_table, table_dir, write_part
-from labeler.logs.native import load_frame, read_log_index
+from labeler.logs.registry import open_log
 from labeler.pipeline import filters
 from labeler.pipeline.config import FilterCfg, ModelCfg, RenderCfg, ScoringCfg
 from labeler.pipeline.scoring import score_frame
@@ -35,6 +35,7 @@ from labeler.schemas import BOXES_2D, PREDICTIONS_3D, to_table
 @dataclass(frozen=True)
 class Chunk:
     log_path: str
+    format: str
     log_id: str
     index: int
     start: int
@@ -48,6 +49,7 @@ class Chunk:
 @dataclass
 class LogInfo:
     log_path: str
+    format: str
     log_id: str
     num_frames: int
     quarantine: dict | None = None   # a whole-log quarantine row when the log is unreadable
@@ -72,22 +74,22 @@ def _count_lidar_files(log_path: str) -> int:
         return 0
 
 
-def inspect_log(log_path: str, run_id: str) -> LogInfo:
+def inspect_log(log_path: str, format: str, run_id: str) -> LogInfo:
     """Read a log's index. An unreadable log becomes one quarantine row covering all its frames."""
     try:
-        idx = _index(log_path)
-        return LogInfo(log_path, idx.log_id, len(idx))
+        idx = _index(log_path, format)
+        return LogInfo(log_path, format, idx.log_id, len(idx))
     except InputError as e:
         n = _count_lidar_files(log_path)
         log_id = posixpath.basename(str(log_path).rstrip("/"))
         row = {"log_id": log_id, "timestamp_ns": None, "run_id": run_id, "file": e.file, "stage": "ingest",
                "cause": e.what, "detail": f"whole log quarantined: {e.detail}", "frames_affected": n}
-        return LogInfo(log_path, log_id, n, quarantine=row)
+        return LogInfo(log_path, format, log_id, n, quarantine=row)
 
 
 @functools.lru_cache(maxsize=8)
-def _index(log_path: str):
-    return read_log_index(log_path)
+def _index(log_path: str, format: str):
+    return open_log(log_path, format)
 
 
 _MODEL_CACHE: dict[str, object] = {}
@@ -106,7 +108,7 @@ def get_model(cfg: ModelCfg):
 def process_chunk(chunk: Chunk, run_id: str, run_dir: str, pipeline_version: str, fcfg: FilterCfg,
                   mcfg: ModelCfg, scfg: ScoringCfg) -> ChunkResult:
     """Ingest, filter, pre-label, project and score frames [start, stop) of one log."""
-    idx = _index(chunk.log_path)
+    idx = _index(chunk.log_path, chunk.format)
     decisions = filters.pose_decisions(idx.timestamps_ns, idx.world_from_ego, fcfg)
     speed = filters.ego_speed_mps(idx.timestamps_ns, idx.world_from_ego)
     model = get_model(mcfg)
@@ -116,8 +118,8 @@ def process_chunk(chunk: Chunk, run_id: str, run_dir: str, pipeline_version: str
         ts = int(idx.timestamps_ns[i])
         try:
             if i > 0 and ts <= int(idx.timestamps_ns[i - 1]):
-                raise InputError(idx.lidar_files[i], "duplicate_timestamp", "timestamp repeats the previous frame's", ts)
-            frame = load_frame(idx, i)
+                raise InputError(idx.lidar_file(i), "timestamp_out_of_order", "timestamp is not after the previous frame's", ts)
+            frame = idx.load_frame(i)
         except InputError as e:
             res.quarantine.append({"log_id": idx.log_id, "timestamp_ns": ts, "run_id": run_id, "file": e.file,
                                    "stage": "ingest", "cause": e.what, "detail": e.detail, "frames_affected": 1})
@@ -182,7 +184,7 @@ def prepare_review(chunk: Chunk, timestamps_ns: list[int], priorities: list[floa
     from labeler.render import render_bev
     from labeler.studio.tasks import CameraView, ReviewTask
 
-    idx = _index(chunk.log_path)
+    idx = _index(chunk.log_path, chunk.format)
     grid = BevGrid(rcfg.x_min_m, rcfg.x_max_m, rcfg.y_min_m, rcfg.y_max_m, rcfg.m_per_px)
     wanted = set(int(t) for t in timestamps_ns)
     flt = [("timestamp_ns", "in", sorted(wanted))] if wanted else None
@@ -192,7 +194,7 @@ def prepare_review(chunk: Chunk, timestamps_ns: list[int], priorities: list[floa
     out = []
     for ts, prio, why in zip(timestamps_ns, priorities, reasons):
         i = pos[int(ts)]
-        frame = load_frame(idx, i, with_images=False)
+        frame = idx.load_frame(i, with_images=True)
         asset_dir = Path(run_dir) / "assets" / frame.log_id / str(frame.timestamp_ns)
         asset_dir.mkdir(parents=True, exist_ok=True)
         bev_path = asset_dir / "bev.png"
@@ -200,10 +202,15 @@ def prepare_review(chunk: Chunk, timestamps_ns: list[int], priorities: list[floa
         fp = preds.filter(pc.equal(preds.column("timestamp_ns"), int(ts)))
         boxes = np.stack([fp.column(c).to_numpy() for c in ("x", "y", "z", "l", "w", "h", "yaw")], axis=1) if fp.num_rows else np.zeros((0, 7))
         views = []
-        for cam, src in sorted(frame.image_files.items()):
-            dst = asset_dir / f"cam_{cam}{Path(src).suffix or '.jpg'}"
-            with fsspec.open(src, "rb") as fsrc, open(dst, "wb") as fdst:
-                shutil.copyfileobj(fsrc, fdst)
+        for cam, img in sorted(frame.images.items()):
+            src = frame.image_files.get(cam, "")
+            if src.lower().endswith((".jpg", ".jpeg", ".png")):
+                dst = asset_dir / f"cam_{cam}{Path(src).suffix.lower()}"
+                with fsspec.open(src, "rb") as fsrc, open(dst, "wb") as fdst:
+                    shutil.copyfileobj(fsrc, fdst)
+            else:  # images that live inside a container (e.g. a ROS bag)
+                dst = asset_dir / f"cam_{cam}.jpg"
+                Image.fromarray(img).save(dst, quality=92)
             calib = frame.cameras[cam]
             f2 = p2d.filter(pc.and_(pc.equal(p2d.column("timestamp_ns"), int(ts)), pc.equal(p2d.column("camera"), cam)))
             rows = f2.to_pylist()
