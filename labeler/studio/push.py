@@ -1,0 +1,282 @@
+"""Create the review project and push :class:`ReviewTask` s with pre-annotations, idempotently by ``frame_key``.
+
+Re-running a push is safe: a frame already in the project with the same data and prediction is left alone
+("existing"), one whose prediction or data changed gets its predictions replaced / data patched ("updated"),
+new frames are imported in batches ("created"). Transient errors (connection, 5xx) are retried with backoff;
+after that a StudioError says the server is unreachable and that re-running resumes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from urllib.parse import quote
+
+import httpx
+import numpy as np
+from label_studio_sdk import LabelStudio
+from label_studio_sdk.core.api_error import ApiError
+
+from labeler.errors import StudioError
+from labeler.studio.convert import prediction_result, region_id
+from labeler.studio.labeling_config import BEV_IMAGE, build_labeling_config, camera_image_name
+from labeler.studio.tasks import PushedTask, ReviewTask
+
+log = logging.getLogger(__name__)
+
+RETRIES = 5  # attempts per call; waits 0.5, 1, 2, 4 s in between
+
+
+def _retry(what: str, fn, *args, **kwargs):
+    """Call ``fn`` retrying connection errors and 5xx with exponential backoff; 4xx -> StudioError at once."""
+    for attempt in range(RETRIES):
+        try:
+            return fn(*args, **kwargs)
+        except ApiError as e:
+            if e.status_code is not None and e.status_code < 500:
+                raise StudioError(f"Label Studio refused {what}: HTTP {e.status_code}: {str(e.body)[:500]}") from None
+            err = f"HTTP {e.status_code}"
+        except httpx.TransportError as e:
+            err = type(e).__name__
+        if attempt < RETRIES - 1:
+            log.warning("%s failed (%s), retry %d/%d", what, err, attempt + 1, RETRIES - 1)
+            time.sleep(0.5 * 2**attempt)
+    raise StudioError(
+        f"Label Studio is unreachable ({what} failed {RETRIES} times, last: {err}); "
+        "start it (`labeler studio up`) and re-run: the push resumes where it stopped (pushed frames are skipped)"
+    )
+
+
+def _canon(obj) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"))
+
+
+def ensure_project(client: LabelStudio, title: str, classes: list[str], cameras: list[str]) -> int:
+    """Id of the project titled ``title`` (lowest id if several), created if missing; its labeling config is
+    updated when the classes or cameras changed."""
+    config = build_labeling_config(list(classes), list(cameras))
+    found = [p for p in _retry("listing projects", lambda: list(client.projects.list(title=title, page_size=100))) if p.title == title]
+    if not found:
+        p = _retry("creating the project", client.projects.create, title=title, label_config=config)
+        log.info("created Label Studio project %d %r", p.id, title)
+        return p.id
+    p = min(found, key=lambda p: p.id)
+    current = _retry("reading the project", client.projects.get, id=p.id).label_config
+    if current != config:
+        _retry("updating the labeling config", client.projects.update, id=p.id, label_config=config)
+        log.info("updated the labeling config of project %d", p.id)
+    return p.id
+
+
+def _relative(path, document_root) -> str:
+    """``path`` relative to ``document_root`` (posix); StudioError when outside."""
+    root = Path(document_root).expanduser().resolve()
+    p = Path(path).expanduser().resolve()
+    try:
+        rel = p.relative_to(root)
+    except ValueError:
+        raise StudioError(
+            f"{p} is outside the Label Studio document root {root}: Label Studio serves local files only from there; "
+            "write the renders under it (or start the server with that folder as document root)"
+        ) from None
+    return rel.as_posix()
+
+
+def local_file_url(path, document_root) -> str:
+    """``/data/local-files/?d=<path relative to document_root>`` (URL-quoted)."""
+    return "/data/local-files/?d=" + quote(_relative(path, document_root), safe="/")
+
+
+def ensure_local_storage(client: LabelStudio, project_id: int, asset_root: str, document_root: str) -> int:
+    """Id of the project's local-files import storage for ``asset_root`` (created if missing).
+
+    ``asset_root`` must be an existing strict subfolder of the server's document root; images under it can then be
+    served to the project. No sync is run (tasks are imported by :func:`push_tasks`).
+    """
+    root = Path(document_root).expanduser().resolve()
+    asset = Path(asset_root).expanduser().resolve()
+    if asset == root or root not in asset.parents:
+        raise StudioError(f"asset folder {asset} must be a strict subfolder of the Label Studio document root {root}")
+    if not asset.is_dir():
+        raise StudioError(f"asset folder {asset} does not exist")
+    for s in _retry("listing local storages", client.import_storage.local.list, project=project_id):
+        if s.path and os.path.normpath(s.path) == str(asset):
+            return s.id
+    s = _retry(
+        "creating a local storage",
+        client.import_storage.local.create,
+        project=project_id,
+        path=str(asset),
+        title=f"labeler assets {asset.name}",
+        use_blob_urls=True,
+    )
+    return s.id
+
+
+def _project_cameras(client: LabelStudio, project_id: int) -> set[str]:
+    config = _retry("reading the project", client.projects.get, id=project_id).label_config
+    names = {el.get("name", "") for el in ET.fromstring(config).iter("Image")}
+    return {n[len("cam_") :] for n in names if n.startswith("cam_")}
+
+
+def _payload(t: ReviewTask, document_root: str, cameras: set[str]) -> dict:
+    """Task data and the single prediction of one ReviewTask (validated)."""
+    boxes = np.asarray(t.boxes, dtype=np.float64).reshape(-1, 7)
+    n = len(boxes)
+    if not (len(t.categories) == len(t.scores) == len(t.object_ids) == n):
+        raise StudioError(f"{t.frame_key}: boxes ({n}), categories, scores and object_ids must have the same length")
+    if not np.isfinite(boxes).all():
+        raise StudioError(f"{t.frame_key}: boxes contain NaN/inf")
+    unknown = {c.name for c in t.cameras} - cameras
+    if unknown:
+        raise StudioError(f"{t.frame_key}: cameras {sorted(unknown)} are not in the project's labeling config (ensure_project)")
+    regions = {region_id(o): str(o) for o in t.object_ids}
+    for c in t.cameras:
+        regions.update({region_id(b[0], c.name): str(b[0]) for b in c.boxes})
+    n_items = n + sum(len(c.boxes) for c in t.cameras)
+    if len(regions) != n_items:
+        raise StudioError(f"{t.frame_key}: object ids are not unique (per view)")
+    data = {
+        "frame_key": t.frame_key,
+        "log_id": t.log_id,
+        "timestamp_ns": int(t.timestamp_ns),
+        "priority": float(t.priority),
+        "reasons": "; ".join(t.reasons),
+        "run_id": t.run_id,
+        "model_version": t.model_version,
+        BEV_IMAGE: local_file_url(t.bev_image_path, document_root),
+        "bev_grid": t.bev_grid.to_dict(),
+        "object_ids": regions,
+    }
+    for cam in sorted(cameras):
+        data[camera_image_name(cam)] = ""  # a frame without this camera: the key must exist
+    for c in t.cameras:
+        data[camera_image_name(c.name)] = local_file_url(c.image_path, document_root)
+    result = prediction_result(boxes, t.categories, t.object_ids, t.bev_grid, t.scores, t.cameras)
+    score = float(np.mean(t.scores)) if n else 0.0
+    pred = {"model_version": t.model_version, "score": score, "result": result}
+    # JSON round trip: compare what the server stores (plain floats, ints) with what it returns
+    return json.loads(json.dumps({"data": data, "predictions": [pred]}))
+
+
+def list_frame_tasks(client: LabelStudio, project_id: int, with_predictions: bool = False, page_size: int = 500) -> dict[str, dict]:
+    """``frame_key -> task`` (dict with ``id``, ``data`` and, with_predictions, ``predictions``) of every task of
+    the project, all pages. When a frame_key appears twice the lowest task id wins."""
+    out: dict[str, dict] = {}
+
+    def _list():
+        fields = "all" if with_predictions else "task_only"
+        return [t.dict() for t in client.tasks.list(project=project_id, fields=fields, page_size=page_size)]
+
+    for t in _retry("listing tasks", _list):
+        key = (t.get("data") or {}).get("frame_key")
+        if key is not None and (key not in out or t["id"] < out[key]["id"]):
+            out[key] = t
+    return out
+
+
+def _same(existing: dict, payload: dict) -> tuple[bool, bool]:
+    """(data equal, prediction equal) of an existing task and a new payload."""
+    preds = existing.get("predictions") or []
+    new = payload["predictions"][0]
+    same_pred = len(preds) == 1 and all(
+        _canon(preds[0].get(k)) == _canon(new[k]) for k in ("model_version", "score", "result")
+    )
+    return _canon(existing.get("data")) == _canon(payload["data"]), same_pred
+
+
+def push_tasks(client: LabelStudio, project_id: int, tasks: list[ReviewTask], document_root: str, batch_size: int = 100) -> list[PushedTask]:
+    """Push review tasks with one prediction each; idempotent by ``frame_key``. Returns one PushedTask per input
+    task, in input order. Also sets the project's ``model_version`` to the pushed one (the UI shows pre-annotations
+    of that version only)."""
+    keys = [t.frame_key for t in tasks]
+    if len(set(keys)) != len(keys):
+        raise StudioError("duplicate frame_key in the tasks to push")
+    cameras = _project_cameras(client, project_id)
+    payloads = {t.frame_key: _payload(t, document_root, cameras) for t in tasks}
+    existing = list_frame_tasks(client, project_id, with_predictions=True)
+    status: dict[str, tuple[int, str]] = {}
+
+    for key, pl in payloads.items():
+        if key not in existing:
+            continue
+        ex = existing[key]
+        same_data, same_pred = _same(ex, pl)
+        if not same_pred:
+            for p in ex.get("predictions") or []:
+                _retry("deleting an old prediction", client.predictions.delete, id=p["id"])
+            _retry("creating a prediction", client.predictions.create, task=ex["id"], **pl["predictions"][0])
+        if not same_data:
+            _retry("updating task data", client.tasks.update, id=str(ex["id"]), data=pl["data"])
+        status[key] = (ex["id"], "existing" if same_data and same_pred else "updated")
+
+    new = [k for k in keys if k not in existing]
+    for i in range(0, len(new), batch_size):
+        batch = new[i : i + batch_size]
+        _import_batch(client, project_id, [payloads[k] for k in batch], batch)
+    if new:
+        ids = list_frame_tasks(client, project_id)
+        missing = [k for k in new if k not in ids]
+        if missing:
+            raise StudioError(f"{len(missing)} imported frames not found in project {project_id} (e.g. {missing[0]}): re-run the push")
+        status.update({k: (ids[k]["id"], "created") for k in new})
+
+    versions = [t.model_version for t in tasks]
+    if versions:
+        proj = _retry("reading the project", client.projects.get, id=project_id)
+        if proj.model_version != versions[-1]:
+            _retry("setting the model version", client.projects.update, id=project_id, model_version=versions[-1])
+    return [PushedTask(k, status[k][0], status[k][1]) for k in keys]
+
+
+def _import_batch(client: LabelStudio, project_id: int, payloads: list[dict], keys: list[str]) -> None:
+    """Import one batch; after a failed attempt, re-check which frames arrived so a retry never duplicates."""
+    todo = list(zip(keys, payloads))
+    for attempt in range(RETRIES):
+        try:
+            client.projects.import_tasks(id=project_id, request=[p for _, p in todo], return_task_ids=True)
+            return
+        except ApiError as e:
+            if e.status_code is not None and e.status_code < 500:
+                raise StudioError(f"Label Studio refused the import: HTTP {e.status_code}: {str(e.body)[:500]}") from None
+        except httpx.TransportError:
+            pass
+        time.sleep(0.5 * 2**attempt)
+        try:
+            present = list_frame_tasks(client, project_id)
+        except StudioError:
+            continue
+        todo = [(k, p) for k, p in todo if k not in present]
+        if not todo:
+            return
+    raise StudioError(
+        "Label Studio is unreachable (importing tasks failed); start it (`labeler studio up`) and re-run: "
+        "the push resumes where it stopped (pushed frames are skipped)"
+    )
+
+
+def export_tasks(client: LabelStudio, project_id: int, full_predictions: bool = True, timeout_s: float = 600) -> list[dict]:
+    """All tasks of the project as exported JSON (a snapshot export), with full predictions when asked.
+
+    Each task: ``{id, data, annotations: [{result, was_cancelled, ...}], predictions: [{result, model_version, ...}]}``
+    (the quick ``exports.as_json`` gives prediction ids only). Filter ``was_cancelled`` annotations (skips).
+    """
+    opts = {"predictions": {"only_id": not full_predictions}}
+    snap = _retry("creating an export", client.projects.exports.create, id=project_id, serialization_options=opts)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        st = str(_retry("polling the export", client.projects.exports.get, id=project_id, export_pk=snap.id).status)
+        if st == "completed":
+            break
+        if st == "failed" or time.monotonic() > deadline:
+            raise StudioError(f"export {snap.id} of project {project_id} {st if st == 'failed' else 'timed out'}")
+        time.sleep(0.5)
+
+    def _download():
+        return b"".join(client.projects.exports.download(id=project_id, export_pk=snap.id, export_type="JSON"))
+
+    return json.loads(_retry("downloading the export", _download))

@@ -1,0 +1,55 @@
+"""Shared fixtures. ``studio``: a real Label Studio server for the session (tests marked ``studio``)."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+
+@dataclass
+class StudioServer:
+    url: str
+    api_key: str
+    state_dir: Path
+    document_root: Path
+    started_here: bool
+    start_s: float  # seconds start_server took (0 when an external server is used)
+    log_file: Path | None = None
+
+
+@pytest.fixture(scope="session")
+def studio(tmp_path_factory) -> StudioServer:
+    """The server given by env LABEL_STUDIO_URL + LABEL_STUDIO_API_KEY, else a fresh one started for the session.
+
+    With an external server, ``document_root`` is env LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT (tests needing
+    local files skip without it). A started one lives in a session tmp state dir (first start ~60 s) and is stopped
+    at the end.
+    """
+    url, key = os.environ.get("LABEL_STUDIO_URL"), os.environ.get("LABEL_STUDIO_API_KEY")
+    if url and key:
+        root = os.environ.get("LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT")
+        state = tmp_path_factory.mktemp("studio-external")
+        yield StudioServer(url.rstrip("/"), key, state, Path(root) if root else state, False, 0.0)
+        return
+    from labeler.studio.server import free_port, start_server, stop_server
+
+    state = tmp_path_factory.mktemp("studio-state")
+    t0 = time.monotonic()
+    info = start_server(state, port=free_port())
+    dt = time.monotonic() - t0
+    try:
+        yield StudioServer(info.url, info.token_file.read_text().strip(), state, state, True, dt, info.log_file)
+    finally:
+        stop_server(state)
+
+
+@pytest.fixture(scope="session")
+def studio_client(studio):
+    """An authenticated SDK client for :func:`studio`."""
+    from labeler.studio.client import connect
+
+    return connect(studio.url, studio.api_key)
