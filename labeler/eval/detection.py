@@ -39,9 +39,8 @@ KITTI evaluation (no difficulty levels, no DontCare regions); it is the same mat
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -406,7 +405,7 @@ def _scale_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return inter / (np.prod(a, axis=1) + np.prod(b, axis=1) - inter)
 
 
-def _accumulate(p: _Set, g: _Set, order: np.ndarray, matched: np.ndarray, num_gt: int, category: str) -> PRCurve:
+def _accumulate(p: _Set, g: _Set, order: np.ndarray, matched: np.ndarray, num_gt: int) -> PRCurve:
     """The devkit's ``accumulate`` given the matching of predictions ``p[order]``."""
     npred = len(order)
     if num_gt == 0:
@@ -528,7 +527,7 @@ def _eval_class(P: _Set, G: _Set, c: str, cfg: EvalConfig, do_dist: bool = True,
         matches = _match(p, g, order, cfg.dist_thresholds_m, "dist") if num_gt else {}
         for t in cfg.dist_thresholds_m:
             m = matches.get(t, np.full(num_pred, -1, dtype=np.int64))
-            curves[t] = _accumulate(p, g, order, m, num_gt, c)
+            curves[t] = _accumulate(p, g, order, m, num_gt)
             ap[t] = calc_ap(curves[t].precision, cfg.min_recall, cfg.min_precision)
         mt = matches.get(cfg.tp_dist_threshold_m, np.full(num_pred, -1, dtype=np.int64))
         rec_s, prec_s = _operating_point(p.score[order], mt, num_gt, cfg.score_threshold)
@@ -599,8 +598,6 @@ def evaluate(preds, gts, cfg: EvalConfig | None = None) -> EvalResult:
 
 def _single_class_cfg(category: str, cfg: EvalConfig | None, **over) -> EvalConfig:
     base = cfg or EvalConfig()
-    from dataclasses import replace
-
     return replace(base, classes=(category,), **over)
 
 

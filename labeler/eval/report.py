@@ -95,7 +95,7 @@ def plot_pr_curves(result: EvalResult, path, classes=None, dpi: int = 100) -> Pa
         ax.set_xlabel("recall")
         ax.set_ylabel("precision")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="lower left")
+        ax.legend(fontsize=7, loc="best", framealpha=0.6)
     for k in range(len(classes), nrows * ncols):
         axes[k // ncols][k % ncols].axis("off")
     fig.suptitle(f"mAP {result.mean_ap:.3f}   BEV-IoU mAP {result.mean_iou_ap:.3f}")
