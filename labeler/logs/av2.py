@@ -69,14 +69,15 @@ def find_av2_logs(root: str) -> list[str]:
 
 
 def _read_feather(fs, path: str, display: str, required: tuple[str, ...], frame: int | None = None,
-                  what: str = "missing_file", hint: str = "required table is missing; re-download the log") -> pa.Table:
+                  what: str = "missing_file", hint: str = "required table is missing; re-download the log",
+                  corrupt: str = "corrupt_table") -> pa.Table:
     try:
         with fs.open(path, "rb") as f:
             t = feather.read_table(f)
     except FileNotFoundError:
         raise InputError(display, what, hint, frame) from None
     except (pa.ArrowInvalid, OSError) as e:
-        raise InputError(display, "corrupt_table", f"cannot read Feather ({e}); the file is truncated or corrupt, re-download it", frame) from None
+        raise InputError(display, corrupt, f"cannot read Feather ({e}); the file is truncated or corrupt, re-download it", frame) from None
     missing = [c for c in required if c not in t.column_names]
     if missing:
         raise InputError(display, "bad_schema", f"columns {missing} are missing (have {t.column_names})", frame)
@@ -167,7 +168,8 @@ class Av2SensorLog:
 
 def read_sweep(fs, path: str, display: str, frame: int | None) -> np.ndarray:
     """AV2 sweep Feather -> (N, 4) float32 [x, y, z (ego frame, m), intensity / 255]."""
-    t = _read_feather(fs, path, display, ("x", "y", "z", "intensity"), frame, "missing_point_file", "point file is missing")
+    t = _read_feather(fs, path, display, ("x", "y", "z", "intensity"), frame, "missing_point_file", "point file is missing",
+                      "corrupt_point_file")
     out = np.empty((t.num_rows, 4), dtype=np.float32)
     for k, c in enumerate(("x", "y", "z")):
         out[:, k] = _col(t, c).astype(np.float32)

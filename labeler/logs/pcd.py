@@ -141,6 +141,8 @@ def lzf_decompress(data: bytes, out_len: int) -> bytes:
             i += ln
         else:  # back reference
             ln = ctrl >> 5
+            if i + (ln == 7) >= n:
+                raise ValueError("back reference past the end of the input")
             if ln == 7:
                 ln += data[i]
                 i += 1
@@ -178,6 +180,27 @@ def _check_plausible(arr: np.ndarray, display: str, frame: int | None, how: str)
                          "pass the true record layout with layout=", frame)
 
 
+def choose_layout(h: PcdHeader, body_len: int, layout, display: str, frame: int | None = None) -> tuple[np.dtype, str]:
+    """Record dtype of a binary PCD and where it came from ('header' | 'layout=' | known layout name); see module docstring."""
+    problems = h.problems()
+    if layout is not None:
+        return _resolve_layout(layout), "layout="
+    if not problems and body_len == h.points * h.record_size:
+        return h.dtype(), "header"
+    if h.signature in KNOWN_SIGNATURES:
+        return KNOWN_LAYOUTS[KNOWN_SIGNATURES[h.signature]], KNOWN_SIGNATURES[h.signature]
+    if not problems and body_len < h.points * h.record_size:
+        raise InputError(display, "truncated_point_file",
+                         f"DATA holds {body_len} bytes, POINTS {h.points} x {h.record_size}-byte records need {h.points * h.record_size}; "
+                         "the file is truncated", frame)
+    per = f"{body_len / h.points:.3f}" if h.points else "n/a"
+    why = "; ".join(problems) or "DATA size does not match"
+    raise InputError(display, "untrusted_pcd_layout",
+                     f"header cannot be trusted ({why}): header record size {h.record_size} B, DATA {body_len} B for "
+                     f"POINTS {h.points} ({per} B/point); pass layout= (a numpy structured dtype or one of {sorted(KNOWN_LAYOUTS)})",
+                     frame)
+
+
 def decode_pcd(raw: bytes, display: str, frame: int | None = None, layout=None) -> tuple[np.ndarray, PcdHeader, str]:
     """Decode PCD bytes. Returns (structured array of the N points, header, layout source: 'header' | 'layout=' | known name)."""
     h = parse_header(raw, display, frame)
@@ -191,25 +214,7 @@ def decode_pcd(raw: bytes, display: str, frame: int | None = None, layout=None) 
         if problems:
             raise InputError(display, "untrusted_pcd_layout", "; ".join(problems), frame)
         return _decode_compressed(bytes(body), h, display, frame), h, "header"
-    how = "header"
-    if layout is not None:
-        dt, how = _resolve_layout(layout), "layout="
-    elif not problems and len(body) == h.points * h.record_size:
-        dt = h.dtype()
-    elif h.signature in KNOWN_SIGNATURES:
-        how = KNOWN_SIGNATURES[h.signature]
-        dt = KNOWN_LAYOUTS[how]
-    elif not problems and len(body) < h.points * h.record_size:
-        raise InputError(display, "truncated_point_file",
-                         f"DATA holds {len(body)} bytes, POINTS {h.points} x {h.record_size}-byte records need {h.points * h.record_size}; "
-                         "the file is truncated", frame)
-    else:
-        per = f"{len(body) / h.points:.3f}" if h.points else "n/a"
-        why = "; ".join(problems) or "DATA size does not match"
-        raise InputError(display, "untrusted_pcd_layout",
-                         f"header cannot be trusted ({why}): header record size {h.record_size} B, DATA {len(body)} B for "
-                         f"POINTS {h.points} ({per} B/point); pass layout= (a numpy structured dtype or one of {sorted(KNOWN_LAYOUTS)})",
-                         frame)
+    dt, how = choose_layout(h, len(body), layout, display, frame)
     need = h.points * dt.itemsize
     if len(body) < need:
         raise InputError(display, "truncated_point_file",
@@ -254,7 +259,7 @@ def _decode_compressed(body: bytes, h: PcdHeader, display: str, frame: int | Non
                          f"uncompressed size {usize} != POINTS {h.points} x record {h.record_size}; pass a consistent header", frame)
     try:
         raw = lzf_decompress(body[8 : 8 + csize], int(usize))
-    except (ValueError, IndexError) as e:
+    except ValueError as e:
         raise InputError(display, "corrupt_point_file", f"LZF decompression failed ({e})", frame) from None
     dt, arr, off = h.dtype(), None, 0
     arr = np.zeros(h.points, dtype=dt)
@@ -469,27 +474,42 @@ def read_labels(raw: bytes, display: str, frame: int | None):
     return np.array(rows, dtype=np.float64).reshape(-1, 7), np.array(cats, dtype=object), np.array(tids, dtype=object)
 
 
-def _first_timestamp(raw: bytes, display: str, layout) -> float | None:
-    arr, _, _ = decode_pcd(raw, display, None, layout)
-    if "timestamp" not in (arr.dtype.names or ()) or not len(arr):
+def _first_timestamp(fs, p: str, display: str, layout) -> float | None:
+    """Earliest per-point ``timestamp`` among the first records (<= 64 KiB) of a PCD; None when unavailable.
+
+    Only the head of a binary file is read; a file whose layout cannot be settled gives None (its frame fails
+    later in load_frame with the frame named).
+    """
+    try:
+        with fs.open(p, "rb") as f:
+            head = f.read(1 << 16)
+        h = parse_header(head, display)
+        if h.data == "binary":
+            dt, _ = choose_layout(h, fs.size(p) - h.header_len, layout, display)
+            k = min(h.points, max(0, (len(head) - h.header_len) // dt.itemsize))
+            arr = np.frombuffer(head[h.header_len : h.header_len + k * dt.itemsize], dtype=dt)
+        else:
+            arr = decode_pcd(_read_bytes(fs, p, display, None), display, None, layout)[0]
+    except InputError:
+        return None
+    if "timestamp" not in (arr.dtype.names or ()):
         return None
     t = arr["timestamp"].astype(np.float64)
-    t = t[np.isfinite(t)]
+    t = t[np.isfinite(t) & (t > 0)]
     return float(t.min()) if len(t) else None
 
 
 def open_sustech_sequence(path: str, layout=None) -> SustechSequence:
     """Open a SUSTechPOINTS sequence folder. ``layout`` overrides the PCD record layout (see module docstring).
 
-    Reads every PCD once to get the sweep times from the per-point timestamps.
+    Reads the head (64 KiB) of every PCD to get the sweep times from the per-point timestamps.
     """
     path = str(path).rstrip("/")
     fs, root = fsspec.core.url_to_fs(path)
     if not is_sustech_sequence(path):
         raise InputError(path, "wrong_format", "not a SUSTechPOINTS sequence: needs lidar/*.pcd")
     stems = sorted(posixpath.basename(f)[:-4] for f in fs.ls(posixpath.join(root, "lidar"), detail=False) if f.endswith(".pcd"))
-    firsts = [_first_timestamp(_read_bytes(fs, posixpath.join(root, "lidar", f"{s}.pcd"), _url(path, "lidar", f"{s}.pcd"), None),
-                               _url(path, "lidar", f"{s}.pcd"), layout) for s in stems]
+    firsts = [_first_timestamp(fs, posixpath.join(root, "lidar", f"{s}.pcd"), _url(path, "lidar", f"{s}.pcd"), layout) for s in stems]
     if all(t is not None for t in firsts):
         ts = [seconds_to_ns(t) for t in firsts]
     else:
@@ -502,8 +522,8 @@ def open_sustech_sequence(path: str, layout=None) -> SustechSequence:
     ts = np.asarray(ts, dtype=np.int64)[order]
     if len(np.unique(ts)) != len(ts):
         raise InputError(_url(path, "lidar"), "duplicate_timestamps", "two sweeps share a timestamp; check the PCD timestamp fields")
-    cameras, cam_stems, exts = _sustech_cameras(fs, root, path)
-    turn = turn_for_forward(cameras["front"].cam_from_lidar[2, :2]) if "front" in cameras else 0
+    cameras, cam_stems, exts, extrinsics = _sustech_cameras(fs, root, path)
+    turn = turn_for_forward(extrinsics["front"][2, :2]) if "front" in extrinsics else 0
     back = quarter_turn_z(-turn)  # sensor_from_lidar
     cameras = {n: CameraCalib(n, c.K, c.cam_from_lidar @ back, c.width, c.height) for n, c in cameras.items()}
     n = len(stems)
@@ -518,7 +538,7 @@ def _sustech_cameras(fs, root: str, path: str):
     for cam in sorted(imgdirs - calibs):
         raise InputError(_url(path, "calib", "camera", f"{cam}.json"), "missing_calibration",
                          f"camera/{cam}/ has images but no calibration; add calib/camera/{cam}.json with extrinsic and intrinsic")
-    cams, stems, exts = {}, {}, {}
+    cams, stems, exts, extrinsics = {}, {}, {}, {}
     for cam in sorted(calibs):
         disp = _url(path, "calib", "camera", f"{cam}.json")
         try:
@@ -528,6 +548,7 @@ def _sustech_cameras(fs, root: str, path: str):
             raise InputError(disp, "bad_calibration", f"cannot parse JSON ({e})") from None
         except KeyError as e:
             raise InputError(disp, "missing_calibration", f"no {e} entry; needs extrinsic (lidar->camera 4x4) and intrinsic (3x3)") from None
+        extrinsics[cam] = _matrix(ext, 4, disp, "extrinsic")
         files = sorted(fs.ls(posixpath.join(idir, cam), detail=False)) if cam in imgdirs else []
         files = [f for f in files if f.lower().endswith((".jpg", ".jpeg", ".png"))]
         if not files:
@@ -535,8 +556,8 @@ def _sustech_cameras(fs, root: str, path: str):
         stems[cam] = {posixpath.splitext(posixpath.basename(f))[0] for f in files}
         exts[cam] = posixpath.splitext(files[0])[1]
         w, h = _image_size(fs, files, path, cam)
-        cams[cam] = CameraCalib(cam, _matrix(intr, 3, disp, "intrinsic"), _matrix(ext, 4, disp, "extrinsic"), w, h)
-    return cams, stems, exts
+        cams[cam] = CameraCalib(cam, _matrix(intr, 3, disp, "intrinsic"), extrinsics[cam], w, h)
+    return cams, stems, exts, extrinsics
 
 
 def _image_size(fs, files: list[str], path: str, cam: str) -> tuple[int, int]:
