@@ -60,9 +60,9 @@ def find_kitti_logs(root: str) -> list[str]:
         return [root]
     fs, p = fsspec.core.url_to_fs(root)
     out = []
-    for rel, _dirs, _files in fs.walk(p, maxdepth=2) if fs.isdir(p) else []:
-        sub = rel[len(p.rstrip("/")):].strip("/")
-        if sub and fs.isdir(posixpath.join(rel, "velodyne")) and fs.isdir(posixpath.join(rel, "calib")):
+    for d, dirs, _files in fs.walk(p, maxdepth=3) if fs.isdir(p) else []:
+        sub = d[len(p.rstrip("/")):].strip("/")
+        if sub and "velodyne" in dirs and "calib" in dirs:
             out.append(_url(root, sub))
     return sorted(out)
 

@@ -357,7 +357,7 @@ def find_sustech_sequences(root: str) -> list[str]:
         return [root]
     fs, p = fsspec.core.url_to_fs(root)
     out = []
-    for d, dirs, _files in fs.walk(p, maxdepth=2) if fs.isdir(p) else []:
+    for d, dirs, _files in fs.walk(p, maxdepth=3) if fs.isdir(p) else []:
         rel = d[len(p.rstrip("/")):].strip("/")
         if rel and "lidar" in dirs and is_sustech_sequence(posixpath.join(d)):
             out.append(root + "/" + rel)
