@@ -8,6 +8,7 @@ after that a StudioError says the server is unreachable and that re-running resu
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -125,6 +126,8 @@ def _project_cameras(client: LabelStudio, project_id: int) -> set[str]:
 
 def _payload(t: ReviewTask, document_root: str, cameras: set[str]) -> dict:
     """Task data and the single prediction of one ReviewTask (validated)."""
+    if not str(t.frame_key).startswith(f"{t.log_id}/"):
+        raise StudioError(f"frame_key {t.frame_key!r} must be '<log_id>/<timestamp_ns>' with log_id {t.log_id!r}")
     boxes = np.asarray(t.boxes, dtype=np.float64).reshape(-1, 7)
     n = len(boxes)
     if not (len(t.categories) == len(t.scores) == len(t.object_ids) == n):
@@ -158,58 +161,78 @@ def _payload(t: ReviewTask, document_root: str, cameras: set[str]) -> dict:
         data[camera_image_name(c.name)] = local_file_url(c.image_path, document_root)
     result = prediction_result(boxes, t.categories, t.object_ids, t.bev_grid, t.scores, t.cameras)
     score = float(np.mean(t.scores)) if n else 0.0
-    pred = {"model_version": t.model_version, "score": score, "result": result}
+    pred = json.loads(json.dumps({"model_version": t.model_version, "score": score, "result": result}))
+    data["pred_sha"] = hashlib.sha1(_canon(pred).encode()).hexdigest()[:16]
     # JSON round trip: compare what the server stores (plain floats, ints) with what it returns
     return json.loads(json.dumps({"data": data, "predictions": [pred]}))
 
 
-def list_frame_tasks(client: LabelStudio, project_id: int, with_predictions: bool = False, page_size: int = 500) -> dict[str, dict]:
-    """``frame_key -> task`` (dict with ``id``, ``data`` and, with_predictions, ``predictions``) of every task of
-    the project, all pages. When a frame_key appears twice the lowest task id wins."""
+def list_frame_tasks(client: LabelStudio, project_id: int, log_ids=None, page_size: int = 1000) -> dict[str, dict]:
+    """``frame_key -> {"id", "data", "total_predictions"}`` of the project's tasks, all pages.
+
+    With ``log_ids``, only tasks whose ``data.log_id`` is one of them are listed (filtered server-side: a push
+    costs the size of its logs, not of the project). When a frame_key appears twice the lowest task id wins.
+    """
+    queries: list[str | None] = [None]
+    if log_ids is not None:
+        logs = sorted({str(x) for x in log_ids})
+        queries = []
+        for i in range(0, len(logs), 50):
+            items = [{"filter": "filter:tasks:data.log_id", "operator": "equal", "type": "String", "value": x} for x in logs[i : i + 50]]
+            queries.append(json.dumps({"filters": {"conjunction": "or", "items": items}}))
     out: dict[str, dict] = {}
+    for q in queries:
 
-    def _list():
-        fields = "all" if with_predictions else "task_only"
-        return [t.dict() for t in client.tasks.list(project=project_id, fields=fields, page_size=page_size)]
+        def _list(q=q):
+            kw = {"query": q} if q else {}
+            pager = client.tasks.list(project=project_id, include="id,data,total_predictions", page_size=page_size, **kw)
+            return [{"id": t.id, "data": t.data, "total_predictions": t.total_predictions} for t in pager]
 
-    for t in _retry("listing tasks", _list):
-        key = (t.get("data") or {}).get("frame_key")
-        if key is not None and (key not in out or t["id"] < out[key]["id"]):
-            out[key] = t
+        for t in _retry("listing tasks", _list):
+            key = (t.get("data") or {}).get("frame_key")
+            if key is not None and (key not in out or t["id"] < out[key]["id"]):
+                out[key] = t
     return out
 
 
-def _same(existing: dict, payload: dict) -> tuple[bool, bool]:
-    """(data equal, prediction equal) of an existing task and a new payload."""
-    preds = existing.get("predictions") or []
-    new = payload["predictions"][0]
-    same_pred = len(preds) == 1 and all(
-        _canon(preds[0].get(k)) == _canon(new[k]) for k in ("model_version", "score", "result")
-    )
-    return _canon(existing.get("data")) == _canon(payload["data"]), same_pred
+def _same_prediction(old, new: dict) -> bool:
+    return _canon(old.model_version) == _canon(new["model_version"]) and _canon(old.score) == _canon(new["score"]) and _canon(
+        old.result
+    ) == _canon(new["result"])
 
 
 def push_tasks(client: LabelStudio, project_id: int, tasks: list[ReviewTask], document_root: str, batch_size: int = 100) -> list[PushedTask]:
     """Push review tasks with one prediction each; idempotent by ``frame_key``. Returns one PushedTask per input
-    task, in input order. Also sets the project's ``model_version`` to the pushed one (the UI shows pre-annotations
-    of that version only)."""
+    task, in input order.
+
+    Task data carries ``pred_sha`` (hash of the prediction): a frame whose data (hash included) is unchanged and that
+    has exactly one prediction is "existing" without fetching it. Otherwise its predictions are fetched; if they
+    differ they are deleted and the new one created, and changed data is patched ("updated").
+    Also sets the project's ``model_version`` to the pushed one (the UI shows pre-annotations of that version only).
+    """
     keys = [t.frame_key for t in tasks]
     if len(set(keys)) != len(keys):
         raise StudioError("duplicate frame_key in the tasks to push")
     cameras = _project_cameras(client, project_id)
     payloads = {t.frame_key: _payload(t, document_root, cameras) for t in tasks}
-    existing = list_frame_tasks(client, project_id, with_predictions=True)
+    existing = list_frame_tasks(client, project_id, log_ids={t.log_id for t in tasks})
     status: dict[str, tuple[int, str]] = {}
 
     for key, pl in payloads.items():
-        if key not in existing:
+        ex = existing.get(key)
+        if ex is None:
             continue
-        ex = existing[key]
-        same_data, same_pred = _same(ex, pl)
+        same_data = _canon(ex["data"]) == _canon(pl["data"])
+        if same_data and ex["total_predictions"] == 1:
+            status[key] = (ex["id"], "existing")
+            continue
+        new_pred = pl["predictions"][0]
+        old = _retry("listing predictions", client.predictions.list, task=ex["id"])
+        same_pred = len(old) == 1 and _same_prediction(old[0], new_pred)
         if not same_pred:
-            for p in ex.get("predictions") or []:
-                _retry("deleting an old prediction", client.predictions.delete, id=p["id"])
-            _retry("creating a prediction", client.predictions.create, task=ex["id"], **pl["predictions"][0])
+            for p in old:
+                _retry("deleting an old prediction", client.predictions.delete, id=p.id)
+            _retry("creating a prediction", client.predictions.create, task=ex["id"], **new_pred)
         if not same_data:
             _retry("updating task data", client.tasks.update, id=str(ex["id"]), data=pl["data"])
         status[key] = (ex["id"], "existing" if same_data and same_pred else "updated")
@@ -219,7 +242,7 @@ def push_tasks(client: LabelStudio, project_id: int, tasks: list[ReviewTask], do
         batch = new[i : i + batch_size]
         _import_batch(client, project_id, [payloads[k] for k in batch], batch)
     if new:
-        ids = list_frame_tasks(client, project_id)
+        ids = list_frame_tasks(client, project_id, log_ids={payloads[k]["data"]["log_id"] for k in new})
         missing = [k for k in new if k not in ids]
         if missing:
             raise StudioError(f"{len(missing)} imported frames not found in project {project_id} (e.g. {missing[0]}): re-run the push")
@@ -247,7 +270,7 @@ def _import_batch(client: LabelStudio, project_id: int, payloads: list[dict], ke
             pass
         time.sleep(0.5 * 2**attempt)
         try:
-            present = list_frame_tasks(client, project_id)
+            present = list_frame_tasks(client, project_id, log_ids={p["data"]["log_id"] for _, p in todo})
         except StudioError:
             continue
         todo = [(k, p) for k, p in todo if k not in present]

@@ -84,6 +84,7 @@ def _write_secret(path: Path, text: str) -> None:
 
 def _port_free(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server does: TIME_WAIT is not "taken"
         try:
             s.bind(("127.0.0.1", port))
             return True
