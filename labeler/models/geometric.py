@@ -52,9 +52,11 @@ CLASS_LIMITS: tuple[tuple[str, float, float, float, float, float], ...] = (
     ("cyclist", 1.0, 2.4, 1.1, 1.0, 2.2),
     ("traffic_cone", 0.0, 0.7, 0.7, 0.3, 1.2),
 )
-# share of geometric boxes of each class that are right (measured on nuScenes/KITTI/AV2: cars ~50 %, other classes
-# mostly poles, walls and bushes), used to scale the confidence
-CLASS_RELIABILITY = {"car": 1.0, "truck": 0.7, "bus": 0.7, "pedestrian": 0.7, "cyclist": 0.7, "traffic_cone": 0.6}
+# how far to trust each class, scaling the confidence. Measured on nuScenes/KITTI(FOV)/AV2 with the default config,
+# the share of boxes overlapping a GT object of a compatible class was: car 30/62, pedestrian 7/51, cyclist 2/9,
+# truck+bus 2/29, traffic_cone 0/11 (the rest are walls, poles, bushes, tree canopies). Kept coarse on purpose:
+# the sample is small. Non-car boxes thus stay under ~0.5 and are flagged as uncertain downstream.
+CLASS_RELIABILITY = {"car": 1.0, "truck": 0.5, "bus": 0.5, "pedestrian": 0.5, "cyclist": 0.5, "traffic_cone": 0.4}
 # a thin cluster whose top keeps at least this fraction of its width is a vehicle's end face (see _is_end_face)
 END_FACE_TOP_RATIO = 0.55
 
@@ -316,7 +318,7 @@ def confidence(num_points: int, size_fit: float, category: str) -> float:
 
     The L-shape fit quality (share of points on the rectangle's edges) is deliberately left out: measured on
     nuScenes/KITTI/AV2 it ranks true boxes BELOW false ones (walls and fences are perfect lines), AUC 0.35.
-    This score ranks right vs wrong boxes with AUC 0.84 there (0.91 among cars).
+    This score ranks right vs wrong boxes with AUC 0.82 there (0.90 among cars).
     """
     pts = 1.0 - np.exp(-num_points / 30.0)
     return float(np.clip(np.sqrt(pts * size_fit) * CLASS_RELIABILITY[category], 0.0, 1.0))
