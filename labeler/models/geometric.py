@@ -113,10 +113,14 @@ class GeometricDetector:
     def detect(self, points: np.ndarray) -> Detections:
         """Detect objects in one sweep: ``points`` (N, >=3) x, y, z[, ...] in the LiDAR frame."""
         cfg = self.config
-        xyz = np.asarray(points, dtype=np.float64)[:, :3]
-        xyz = xyz[np.isfinite(xyz).all(axis=1)]
+        finite = np.asarray(points, dtype=np.float64)
+        if finite.ndim != 2 or finite.shape[1] < 3:
+            raise ValueError(f"points must have shape (N, >=3) [x, y, z, ...], got {finite.shape}")
+        finite = finite[:, :3]
+        finite = finite[np.isfinite(finite).all(axis=1)]
         r = cfg.max_range_m
-        xyz = xyz[(np.abs(xyz[:, 0]) < r) & (np.abs(xyz[:, 1]) < r) & (np.hypot(xyz[:, 0], xyz[:, 1]) > cfg.ego_radius_m)]
+        near = (np.abs(finite[:, 0]) < r) & (np.abs(finite[:, 1]) < r) & (np.hypot(finite[:, 0], finite[:, 1]) > cfg.ego_radius_m)
+        xyz = finite[near]
         if len(xyz) < cfg.min_cluster_points:
             return Detections.empty()
         ground = GroundGrid.fit(xyz, cfg)
@@ -133,7 +137,7 @@ class GeometricDetector:
             return Detections.empty()
         boxes = np.array([f[0] for f in found])
         cats = np.array([f[1] for f in found], dtype=object)
-        det = Detections(boxes, cats, np.array([f[2] for f in found]), _count_points(xyz, boxes))
+        det = Detections(boxes, cats, np.array([f[2] for f in found]), _count_points(finite, boxes))
         return det.select(det.scores >= cfg.min_score)
 
 

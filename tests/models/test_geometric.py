@@ -139,6 +139,17 @@ def test_nan_points_are_ignored():
     assert sorted(det.categories) == sorted(gt)
 
 
+def test_degenerate_inputs():
+    model = GeometricDetector()
+    rng = np.random.default_rng(3)
+    for pts in (np.zeros((0, 4), np.float32), np.full((100, 4), np.nan), rng.random((5, 3)), np.ones((1000, 4)),
+                rng.random((2000, 3)) * [100, 100, 0.01]):  # empty, all NaN, too few, one spot, a bare flat road
+        det = model.detect(pts)
+        assert len(det) == 0 and det.boxes.shape == (0, 7)
+    with pytest.raises(ValueError, match="shape"):
+        model.detect(np.zeros(12))
+
+
 def test_registry_and_version():
     assert MODELS["geometric"] is GeometricDetector
     model = load_model("geometric")
