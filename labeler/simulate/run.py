@@ -1,0 +1,224 @@
+"""Public API of the road-test log simulator: :class:`SimConfig`, :func:`simulate_log`, :func:`simulate_logs`.
+
+Each log is written with :class:`labeler.logs.native.NativeLogWriter`: LiDAR sweeps (LiDAR frame, ego_from_lidar =
+translation (0, 0, lidar_height_m), so the road is at z = -lidar_height_m), camera JPEGs, world_from_ego poses,
+ground-truth boxes (LiDAR frame, geometric centre, stable track ids, num_lidar_pts) and corner-case records.
+Everything is a deterministic function of the seed (numpy Generators only, no clock).
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, replace
+
+import fsspec
+import multiprocessing as mp
+import numpy as np
+
+from labeler.geometry.boxes import count_points_in_boxes
+from labeler.logs.native import NativeLogWriter
+from labeler.simulate.camera import CameraRenderer, black_frame, make_calib, overexposed_frame
+from labeler.simulate.lidar import Lidar
+from labeler.simulate.scene import CORNER_KINDS, build_scenario, corner_detail, lidar_from_world
+
+_BLAS_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+BASE_TIME_NS = 1_700_000_000_000_000_000  # 2023-11-14T22:13:20Z; logs start at BASE + a seed-derived offset
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    """Simulator settings (defaults in brackets).
+
+    Attributes:
+        duration_s: log length, seconds [20.0].
+        rate_hz: LiDAR sweep rate; one frame (sweep + one image per camera) per sweep [10.0].
+        num_beams: LiDAR lasers, elevations evenly from +10.67 to -30.67 deg (HDL-32E-like) [32].
+        azimuth_res_deg: LiDAR horizontal step, degrees [0.25].
+        max_range_m: LiDAR max range; also the ground-truth range (box centre distance) [80.0].
+        range_noise_m: Gaussian LiDAR range noise sigma, metres [0.02].
+        lidar_height_m: LiDAR origin above the ground; the ground is at z = -lidar_height_m in the LiDAR frame [1.84].
+        image_width, image_height: camera image size, pixels [640, 360].
+        cameras: camera names from :data:`labeler.simulate.camera.MOUNTS` [("front", "back")]; front has a
+            70 deg horizontal FOV, back 90 deg.
+        corner_cases: inject seeded corner cases (see :data:`labeler.simulate.scene.CORNER_KINDS`) [True].
+        force_corner_cases: kinds injected whenever ``corner_cases`` is on, on top of the random draw [()].
+        lidar_dropout: range (lo, hi) of the per-log random return dropout probability [(0.03, 0.05)].
+    """
+
+    duration_s: float = 20.0
+    rate_hz: float = 10.0
+    num_beams: int = 32
+    azimuth_res_deg: float = 0.25
+    max_range_m: float = 80.0
+    range_noise_m: float = 0.02
+    lidar_height_m: float = 1.84
+    image_width: int = 640
+    image_height: int = 360
+    cameras: tuple[str, ...] = ("front", "back")
+    corner_cases: bool = True
+    force_corner_cases: tuple[str, ...] = ()
+    lidar_dropout: tuple[float, float] = (0.03, 0.05)
+
+
+def log_seed(seed: int, index: int) -> int:
+    """Seed of log ``index`` in a batch started with ``seed``."""
+    return int(np.random.SeedSequence([int(seed), int(index)]).generate_state(1, dtype=np.uint32)[0])
+
+
+def batch_kinds(index: int) -> tuple[str, ...]:
+    """Corner-case kinds log ``index`` of a batch always gets (on top of its random draw): kinds ``2i`` and
+    ``2i + 1`` (mod 6) of :data:`CORNER_KINDS`, so any 3 consecutive logs of a batch cover every kind."""
+    n = len(CORNER_KINDS)
+    return CORNER_KINDS[(2 * index) % n], CORNER_KINDS[(2 * index + 1) % n]
+
+
+def log_name(seed: int, index: int) -> str:
+    """Name of log ``index`` in a batch started with ``seed``: ``sim-<seed:04d>-<index:03d>``."""
+    return f"sim-{int(seed):04d}-{int(index):03d}"
+
+
+def is_complete(log_url: str) -> bool:
+    """A log is complete when its ``log.json`` and its last-written table exist."""
+    fs, p = fsspec.core.url_to_fs(log_url)
+    return fs.exists(posixpath.join(p, "log.json")) and fs.exists(posixpath.join(p, "corner_cases.parquet"))
+
+
+def simulate_log(out_root: str, log_id: str, seed: int, cfg: SimConfig = SimConfig(), *, threads: int = 0) -> str:
+    """Simulate one log into ``<out_root>/<log_id>`` (an existing folder of that name is replaced).
+
+    Args:
+        seed: the whole log is a deterministic function of (seed, cfg).
+        threads: ray-casting threads (0: all cores).
+
+    Returns:
+        The log's path (URL).
+    """
+    if len(cfg.cameras) < 1:
+        raise ValueError("SimConfig.cameras must name at least one camera")
+    url = str(out_root).rstrip("/") + "/" + log_id
+    fs, p = fsspec.core.url_to_fs(url)
+    if fs.exists(p):
+        fs.rm(p, recursive=True)
+    ss = np.random.SeedSequence(int(seed))
+    rng_scene, rng_lidar, rng_cam, rng_look = (np.random.default_rng(s) for s in ss.spawn(4))
+    scen = build_scenario(rng_scene, cfg.duration_s, cfg.rate_hz, cfg.max_range_m, tuple(cfg.cameras),
+                          cfg.corner_cases, cfg.force_corner_cases, log_id)
+    lidar = Lidar(cfg.num_beams, cfg.azimuth_res_deg, cfg.max_range_m, cfg.range_noise_m)
+    calibs = {n: make_calib(n, cfg.image_width, cfg.image_height) for n in cfg.cameras}
+    renderers = {n: CameraRenderer(c, rng_look) for n, c in calibs.items()}
+    ego_from_lidar = np.eye(4)
+    ego_from_lidar[2, 3] = cfg.lidar_height_m
+    meta = {**lidar.meta(), "rate_hz": float(cfg.rate_hz), "simulator": "labeler.simulate", "seed": int(seed)}
+    writer = NativeLogWriter(out_root, log_id, calibs, ego_from_lidar, meta)
+    dropout = float(rng_lidar.uniform(*cfg.lidar_dropout))
+    t0 = BASE_TIME_NS + (int(seed) % 1_000_000) * 1_000_000_000
+    plan = scen.corner
+    for i, t_s in enumerate(scen.times_s):
+        ts = t0 + int(round(t_s * 1e9))
+        world_from_ego = scen.world_from_ego(i)
+        world_from_lidar = world_from_ego @ ego_from_lidar
+        rs = scen.ray_scene(i, threads=threads)
+        points = lidar.scan(rs, world_from_lidar, rng_lidar, dropout, plan.sector.get(i))
+        images, cam_ts = {}, {}
+        for name, r in renderers.items():
+            img = r.render(rs, world_from_lidar, scen.sun_dir, rng_cam)
+            effect = plan.camera.get(i)
+            if effect is not None and effect[0] == name:
+                img = black_frame(img, rng_cam) if effect[1] == "black" else overexposed_frame(img, rng_cam)
+            images[name] = img
+            cam_ts[name] = ts + int(rng_cam.integers(1_000_000, 9_000_000))  # 1-9 ms after the sweep
+        writer.add_frame(ts, points, world_from_ego, images, cam_ts)
+        boxes, cats, tids = scen.ground_truth(i, lidar_from_world(world_from_ego, ego_from_lidar), cfg.max_range_m)
+        counts = points_per_box(points, boxes)
+        writer.add_annotations(ts, boxes, cats, tids, counts)
+        _record_corner_cases(writer, plan, i, ts, boxes, cats, tids, cfg.rate_hz)
+    return writer.close()
+
+
+def points_per_box(points: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """Same numbers as ``count_points_in_boxes(points[:, :3], boxes)``, computed box by box on the points in a
+    window around each box (points sorted by x; the exact test runs only on the window)."""
+    out = np.zeros(len(boxes), np.int64)
+    if len(boxes) == 0 or len(points) == 0:
+        return out
+    order = np.argsort(points[:, 0], kind="stable")
+    xs = points[order, 0].astype(np.float64)
+    radii = 0.5 * np.hypot(boxes[:, 3], boxes[:, 4]) + 0.05
+    lo = np.searchsorted(xs, boxes[:, 0] - radii, side="left")
+    hi = np.searchsorted(xs, boxes[:, 0] + radii, side="right")
+    for k in range(len(boxes)):
+        if hi[k] > lo[k]:
+            cand = order[lo[k]:hi[k]]
+            cand = cand[np.abs(points[cand, 1] - boxes[k, 1]) <= radii[k]]
+            if len(cand):
+                out[k] = count_points_in_boxes(points[cand, :3], boxes[k:k + 1])[0]
+    return out
+
+
+def _record_corner_cases(writer: NativeLogWriter, plan, i: int, ts: int, boxes, cats, tids, rate_hz: float) -> None:
+    """Corner-case rows of frame ``i``; ``detail`` is a JSON object (see :func:`corner_detail`)."""
+    for k, tid in enumerate(tids):
+        kind = plan.tracks.get(tid)
+        if kind is not None:
+            l, w, h = (round(float(v), 3) for v in boxes[k, 3:6])
+            writer.add_corner_case(ts, kind, tid, corner_detail(category=cats[k], l=l, w=w, h=h))
+    if i in plan.sector:
+        start, width = plan.sector[i]
+        writer.add_corner_case(ts, "lidar_sector_dropout", None, corner_detail(start_deg=round(start, 3), width_deg=round(width, 3)))
+    if i in plan.camera:
+        cam, what = plan.camera[i]
+        writer.add_corner_case(ts, f"camera_{what}", None, corner_detail(camera=cam))
+    if i in plan.stationary:
+        writer.add_corner_case(ts, "stationary", None, corner_detail(stopped_s=round(len(plan.stationary) / rate_hz, 2)))
+
+
+def _worker(args) -> str:
+    out_root, log_id, seed, cfg, threads = args
+    return simulate_log(out_root, log_id, seed, cfg, threads=threads)
+
+
+def simulate_logs(out_root: str, num_logs: int = 10, seed: int = 0, cfg: SimConfig = SimConfig(), workers: int = 2,
+                  progress: bool = True) -> list[str]:
+    """Simulate ``num_logs`` logs named ``sim-<seed:04d>-<i:03d>`` (per-log seed :func:`log_seed`) in
+    ``workers`` processes. Logs that already exist complete are kept, so re-runs are cheap. With
+    ``cfg.corner_cases``, log ``i`` always gets the kinds :func:`batch_kinds` (i) besides its random ones.
+
+    Returns:
+        The log paths in index order.
+    """
+    from tqdm.auto import tqdm
+
+    fs, root = fsspec.core.url_to_fs(str(out_root))
+    fs.makedirs(root, exist_ok=True)
+    base = str(out_root).rstrip("/")
+    names = [log_name(seed, i) for i in range(num_logs)]
+    todo = [(base, n, log_seed(seed, i), replace(cfg, force_corner_cases=tuple(cfg.force_corner_cases) + batch_kinds(i)))
+            for i, n in enumerate(names) if not is_complete(base + "/" + n)]
+    bar = tqdm(total=num_logs, initial=num_logs - len(todo), desc="simulate", unit="log", disable=not progress)
+    try:
+        if workers <= 1 or len(todo) <= 1:
+            for job in todo:
+                _worker((*job, 0))
+                bar.update(1)
+        else:
+            threads = max(1, (os.cpu_count() or 1) // workers)
+            # workers start fresh (spawn) with single-threaded BLAS: the cores are shared by the processes
+            saved = {k: os.environ.get(k) for k in _BLAS_ENV}
+            os.environ.update({k: str(threads) for k in _BLAS_ENV})
+            try:
+                with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as ex:
+                    futs = [ex.submit(_worker, (*job, threads)) for job in todo]
+                    for f in as_completed(futs):
+                        f.result()
+                        bar.update(1)
+            finally:
+                for k, v in saved.items():
+                    if v is None:
+                        os.environ.pop(k, None)
+                    else:
+                        os.environ[k] = v
+    finally:
+        bar.close()
+    return [base + "/" + n for n in names]
