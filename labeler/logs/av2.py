@@ -153,7 +153,8 @@ class Av2SensorLog:
         """(boxes (M, 7), categories, track ids, num_interior_pts) annotated at sweep time ``ts``."""
         a = self.annotations
         sub = a.filter(pa.array(_col(a, "timestamp_ns") == ts))
-        c = {k: _col(sub, k).astype(np.float64) for k in ("tx_m", "ty_m", "tz_m", "length_m", "width_m", "height_m", "qw", "qx", "qy", "qz")}
+        keys = ("tx_m", "ty_m", "tz_m", "length_m", "width_m", "height_m", "qw", "qx", "qy", "qz")
+        c = {k: _col(sub, k).astype(np.float64) for k in keys}
         yaw = yaw_from_quat(c["qw"], c["qx"], c["qy"], c["qz"])
         boxes = np.stack([c["tx_m"], c["ty_m"], c["tz_m"], c["length_m"], c["width_m"], c["height_m"], yaw], axis=1).reshape(-1, 7)
         cats = np.array([str(x).lower() for x in sub.column("category").to_pylist()], dtype=object)
@@ -182,7 +183,8 @@ def _cameras(fs, root: str, path: str) -> dict[str, CameraCalib]:
     ipath, epath = posixpath.join(root, "calibration/intrinsics.feather"), posixpath.join(root, "calibration/egovehicle_SE3_sensor.feather")
     hint = "camera calibration is missing; AV2 logs need calibration/intrinsics.feather and egovehicle_SE3_sensor.feather"
     intr = _read_feather(fs, ipath, _url(path, "calibration/intrinsics.feather"),
-                         ("sensor_name", "fx_px", "fy_px", "cx_px", "cy_px", "width_px", "height_px"), what="missing_calibration", hint=hint)
+                         ("sensor_name", "fx_px", "fy_px", "cx_px", "cy_px", "width_px", "height_px"),
+                         what="missing_calibration", hint=hint)
     extr = _read_feather(fs, epath, _url(path, "calibration/egovehicle_SE3_sensor.feather"),
                          ("sensor_name", "qw", "qx", "qy", "qz", "tx_m", "ty_m", "tz_m"), what="missing_calibration", hint=hint)
     ego_from_sensor = dict(zip(extr.column("sensor_name").to_pylist(), _poses(extr)))

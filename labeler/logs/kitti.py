@@ -90,10 +90,12 @@ def parse_calib(text: str, display: str, frame: int | None) -> dict[str, np.ndar
             v = np.array([float(x) for x in vals.split()], dtype=np.float64)
             out[key] = v.reshape(shapes[key])
         except ValueError:
-            raise InputError(display, "bad_calibration", f"{key} must have {np.prod(shapes[key])} numbers; re-export the calib file", frame) from None
+            raise InputError(display, "bad_calibration",
+                             f"{key} must have {np.prod(shapes[key])} numbers; re-export the calib file", frame) from None
     missing = [k for k in ("P2", "R0_rect", "Tr_velo_to_cam") if k not in out]
     if missing:
-        raise InputError(display, "missing_calibration", f"calib file lacks {missing}; a KITTI object calib needs P2, R0_rect, Tr_velo_to_cam", frame)
+        raise InputError(display, "missing_calibration",
+                         f"calib file lacks {missing}; a KITTI object calib needs P2, R0_rect, Tr_velo_to_cam", frame)
     return out
 
 

@@ -134,7 +134,8 @@ def _mat(x, shape, display, what, ts) -> np.ndarray:
     if shape == (3, 3) and a.shape == (4, 4):
         a = a[:3, :3]
     if a.shape != shape:
-        raise InputError(display, "missing_calibration", f"{what} must be {shape[0]}x{shape[1]}, got {a.shape}; regenerate the info file", ts)
+        raise InputError(display, "missing_calibration",
+                         f"{what} must be {shape[0]}x{shape[1]}, got {a.shape}; regenerate the info file", ts)
     return a
 
 
@@ -217,7 +218,8 @@ def read_bin_points(fs, path: str, display: str, frame: int | None, dims: int = 
         raise InputError(display, "empty_point_file", "point file is empty (0 bytes)", frame)
     if len(raw) % (4 * dims):
         raise InputError(display, "truncated_point_file",
-                         f"{len(raw)} bytes is not a whole number of {dims} x float32 points; the file is truncated or num_pts_feats is wrong",
+                         f"{len(raw)} bytes is not a whole number of {dims} x float32 points; "
+                         "the file is truncated or num_pts_feats is wrong",
                          frame)
     a = np.frombuffer(raw, dtype=np.float32).reshape(-1, dims)
     out = np.empty((len(a), 4), dtype=np.float32)

@@ -120,7 +120,8 @@ def parse_header(raw: bytes, display: str, frame: int | None = None) -> PcdHeade
                       int(kv["POINTS"][0]) if "POINTS" in kv else int(kv["WIDTH"][0]) * int(kv.get("HEIGHT", ["1"])[0]),
                       kv["DATA"][0].lower(), pos)
     except (KeyError, IndexError, ValueError) as e:
-        raise InputError(display, "bad_pcd_header", f"missing or non-numeric header entry ({e}); expected FIELDS, SIZE, TYPE, WIDTH, POINTS", frame) from None
+        raise InputError(display, "bad_pcd_header",
+                         f"missing or non-numeric header entry ({e}); expected FIELDS, SIZE, TYPE, WIDTH, POINTS", frame) from None
     if h.data not in ("ascii", "binary", "binary_compressed"):
         raise InputError(display, "bad_pcd_header", f"unknown DATA {h.data!r}; expected ascii, binary or binary_compressed", frame)
     return h
@@ -277,7 +278,8 @@ def read_pcd(url: str, frame: int | None = None, layout=None) -> tuple[np.ndarra
     return decode_pcd(_read_bytes(fs, p, str(url), frame), str(url), frame, layout)
 
 
-def _read_bytes(fs, path: str, display: str, frame: int | None, what: str = "missing_point_file", hint: str = "point file is missing") -> bytes:
+def _read_bytes(fs, path: str, display: str, frame: int | None, what: str = "missing_point_file",
+                hint: str = "point file is missing") -> bytes:
     try:
         with fs.open(path, "rb") as f:
             raw = f.read()
@@ -402,10 +404,14 @@ class SustechSequence:
     (optional per frame). No poses: ``world_from_ego`` and ``ego_from_lidar`` are identities.
 
     LiDAR frame (the project's x forward, y left, z up): the PCD frame turned by a whole number of quarter turns
-    about +z so that +x is the optical axis of the camera named ``front`` (no turn without such a camera).
-    ``sensor_from_lidar`` holds that exact turn. The SUSTechPOINTS example data look along -y of the PCD (the
-    front camera's axis), so points and boxes are turned by +90 deg: ``(x, y) -> (-y, x)``, bit-exact. Timestamps: the earliest per-point ``timestamp`` (seconds) of each PCD when every file has
-    that field, else from file names (:func:`timestamp_from_name`); camera timestamps = the sweep's.
+    about +z so that +x is the optical axis of the camera named ``front`` (from ``calib/camera/front.json``; no
+    turn without it). ``sensor_from_lidar`` holds that exact turn. The SUSTechPOINTS example data look along -y
+    of the PCD (the front camera's axis), so points and boxes are turned by +90 deg: ``(x, y) -> (-y, x)``,
+    bit-exact.
+
+    Timestamps: the earliest per-point ``timestamp`` (seconds) among the first 64 KiB of records of each PCD
+    (the sweep start) when every file gives one, else from file names (:func:`timestamp_from_name`) for all
+    frames; camera timestamps = the sweep's (the format stores none).
     Labels: ``psr.position`` centre, ``psr.scale`` (l, w, h), ``psr.rotation.z`` yaw (roll/pitch dropped),
     ``obj_type`` lower-cased, ``obj_id`` track id. A camera needs a calibration file (else InputError) and at
     least one image (its size); cameras with calibration but no images are left out.
@@ -466,11 +472,13 @@ def read_labels(raw: bytes, display: str, frame: int | None):
     """SUSTechPOINTS label JSON -> (boxes (M, 7), categories, track ids)."""
     try:
         objs = json.loads(raw.decode("utf-8"))
-        rows = [[o["psr"]["position"][a] for a in "xyz"] + [o["psr"]["scale"][a] for a in "xyz"] + [o["psr"]["rotation"]["z"]] for o in objs]
+        rows = [[o["psr"]["position"][a] for a in "xyz"] + [o["psr"]["scale"][a] for a in "xyz"] + [o["psr"]["rotation"]["z"]]
+                for o in objs]
         cats = [str(o.get("obj_type", "unknown")).lower() for o in objs]
         tids = [str(o.get("obj_id", "")) for o in objs]
     except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as e:
-        raise InputError(display, "bad_label", f"cannot read labels ({type(e).__name__}: {e}); each object needs psr.position/scale/rotation", frame) from None
+        raise InputError(display, "bad_label",
+                         f"cannot read labels ({type(e).__name__}: {e}); each object needs psr.position/scale/rotation", frame) from None
     return np.array(rows, dtype=np.float64).reshape(-1, 7), np.array(cats, dtype=object), np.array(tids, dtype=object)
 
 
@@ -547,7 +555,8 @@ def _sustech_cameras(fs, root: str, path: str):
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise InputError(disp, "bad_calibration", f"cannot parse JSON ({e})") from None
         except KeyError as e:
-            raise InputError(disp, "missing_calibration", f"no {e} entry; needs extrinsic (lidar->camera 4x4) and intrinsic (3x3)") from None
+            raise InputError(disp, "missing_calibration",
+                             f"no {e} entry; needs extrinsic (lidar->camera 4x4) and intrinsic (3x3)") from None
         extrinsics[cam] = _matrix(ext, 4, disp, "extrinsic")
         files = sorted(fs.ls(posixpath.join(idir, cam), detail=False)) if cam in imgdirs else []
         files = [f for f in files if f.lower().endswith((".jpg", ".jpeg", ".png"))]

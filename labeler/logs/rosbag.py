@@ -123,11 +123,17 @@ def _open_reader(local: Path, display: str):
         r.open()
         return r
     except Exception as e:  # noqa: BLE001 - rosbags raises many types for unreadable bags
-        raise InputError(display, "corrupt_bag", f"cannot open the bag ({type(e).__name__}: {e}); check that the recording finished and is not truncated") from None
+        raise InputError(display, "corrupt_bag",
+                         f"cannot open the bag ({type(e).__name__}: {e}); check that the recording finished and is not truncated") from None
 
 
 def header_of(raw: bytes, ros2: bool) -> tuple[int, str]:
-    """(stamp_ns, frame_id) of a serialised message whose first field is std_msgs/Header (no full decode)."""
+    """(stamp_ns, frame_id) of a serialised message whose first field is std_msgs/Header (no full decode).
+
+    Raises ValueError when the bytes are too short to hold a header.
+    """
+    if len(raw) < 16:
+        raise ValueError(f"{len(raw)} bytes cannot hold a std_msgs/Header")
     if ros2:
         fmt = "<" if raw[1] == 1 else ">"
         sec, nsec, n = struct.unpack_from(fmt + "iII", raw, 4)
@@ -182,7 +188,8 @@ def image_to_rgb(msg, compressed: bool, display: str, frame: int | None) -> np.n
     enc = msg.encoding.lower()
     ch = {"rgb8": 3, "bgr8": 3, "8uc3": 3, "rgba8": 4, "bgra8": 4, "mono8": 1, "8uc1": 1, "mono16": 2, "16uc1": 2}.get(enc)
     if ch is None:
-        raise InputError(display, "unknown_fields", f"image encoding {msg.encoding!r} is not supported (rgb8, bgr8, rgba8, bgra8, mono8, mono16)", frame)
+        raise InputError(display, "unknown_fields",
+                         f"image encoding {msg.encoding!r} is not supported (rgb8, bgr8, rgba8, bgra8, mono8, mono16)", frame)
     h, w, step = int(msg.height), int(msg.width), int(msg.step)
     if step < w * ch or len(data) < step * h:
         raise InputError(display, "corrupt_image", f"image data has {len(data)} bytes, {h} rows x step {step} needed", frame)
@@ -222,7 +229,8 @@ def _sidecar(path: str) -> tuple[dict | None, str]:
     cands = ([posixpath.join(p, "calibration.json")] if fs.isdir(p) else []) + [posixpath.join(posixpath.dirname(p), "calibration.json")]
     for c in cands:
         if fs.isfile(c):
-            disp = path.rstrip("/") + "/calibration.json" if c.startswith(p + "/") else path.rstrip("/").rsplit("/", 1)[0] + "/calibration.json"
+            base = path.rstrip("/") if c.startswith(p + "/") else path.rstrip("/").rsplit("/", 1)[0]
+            disp = base + "/calibration.json"
             try:
                 return json.loads(fs.cat_file(c).decode("utf-8")), disp
             except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -272,8 +280,11 @@ class RosbagLog:
     def _fetch(self, reader, topic: str, record_ns: int, stamp: int):
         conns = [c for c in reader.connections if c.topic == topic]
         for conn, _t, raw in reader.messages(connections=conns, start=record_ns, stop=record_ns + 1):
-            if header_of(raw, self._ros2)[0] == stamp or stamp == record_ns:
-                return conn, raw
+            try:
+                if header_of(raw, self._ros2)[0] == stamp or stamp == record_ns:
+                    return conn, raw
+            except ValueError:
+                continue
         return None, None
 
     def load_frame(self, i: int, with_images: bool = True) -> Frame:
@@ -294,7 +305,8 @@ class RosbagLog:
                     c, r = self._fetch(reader, topic, int(self.camera_record_ns[cam][k]), stamp)
                     if r is None:
                         raise InputError(files[cam], "missing_image", "the image message is no longer in the bag", ts)
-                    images[cam] = image_to_rgb(self._deserialize(reader, r, c.msgtype, files[cam], ts), c.msgtype == COMPRESSED, files[cam], ts)
+                    msg = self._deserialize(reader, r, c.msgtype, files[cam], ts)
+                    images[cam] = image_to_rgb(msg, c.msgtype == COMPRESSED, files[cam], ts)
         finally:
             reader.close()
         return Frame(
@@ -339,7 +351,10 @@ def open_rosbag_log(path: str, lidar_topic: str | None = None, max_image_gap_ns:
         sweeps, imgs, frames_of, infos, tf = [], {}, {}, {}, {}
         for conn, t, raw in reader.messages(connections=want):
             if conn.topic in img_topics or conn.topic == lidar_topic:
-                stamp, frame_id = header_of(raw, ros2)
+                try:
+                    stamp, frame_id = header_of(raw, ros2)
+                except ValueError as e:
+                    raise InputError(f"{path}#{conn.topic}@{t}", "corrupt_message", f"{e}; the bag is damaged", int(t)) from None
                 stamp = stamp or int(t)
                 if conn.topic == lidar_topic:
                     sweeps.append((stamp, int(t)))
@@ -386,7 +401,8 @@ def _calibration(name, topic, side, side_disp, info, tf, lidar_frame, cam_frame,
         try:
             return CameraCalib.from_dict(name, side["cameras"][name])
         except (KeyError, ValueError, TypeError) as e:
-            raise InputError(side_disp, "bad_calibration", f"camera {name!r}: {e}; needs K (3x3), cam_from_lidar (4x4), width, height") from None
+            raise InputError(side_disp, "bad_calibration",
+                             f"camera {name!r}: {e}; needs K (3x3), cam_from_lidar (4x4), width, height") from None
     if info is not None:
         T = _tf_lookup(tf, cam_frame, lidar_frame)
         if T is None:

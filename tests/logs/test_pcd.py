@@ -278,7 +278,8 @@ def test_sequence_corrupt_image_and_missing_calibration(seq_copy):
     log = open_sustech_sequence(str(seq_copy))
     with pytest.raises(InputError) as e:
         log.load_frame(3)
-    assert e.value.what == "corrupt_image" and e.value.file.endswith("camera/left/000975.jpg") and e.value.frame == int(log.timestamps_ns[3])
+    assert e.value.what == "corrupt_image" and e.value.file.endswith("camera/left/000975.jpg")
+    assert e.value.frame == int(log.timestamps_ns[3])
     log.load_frame(2)
     (seq_copy / "calib" / "camera" / "right.json").unlink()
     with pytest.raises(InputError) as e:
@@ -293,7 +294,8 @@ def test_sequence_flat_and_nested_calibration_agree(seq_copy):
     p = seq_copy / "calib" / "camera" / "front.json"
     d = json.loads(p.read_text())
     want = open_sustech_sequence(str(seq_copy)).cameras["front"]
-    p.write_text(json.dumps({"extrinsic": np.reshape(d["extrinsic"], (4, 4)).tolist(), "intrinsic": np.reshape(d["intrinsic"], (3, 3)).tolist()}))
+    nested = {"extrinsic": np.reshape(d["extrinsic"], (4, 4)).tolist(), "intrinsic": np.reshape(d["intrinsic"], (3, 3)).tolist()}
+    p.write_text(json.dumps(nested))
     got = open_sustech_sequence(str(seq_copy)).cameras["front"]
     np.testing.assert_array_equal(got.K, want.K)
     np.testing.assert_array_equal(got.cam_from_lidar, want.cam_from_lidar)

@@ -3,7 +3,6 @@ and nuScenes samples with rosbags' writers, read them back and compare with the 
 
 import io
 import json
-import shutil
 
 import fsspec
 import numpy as np
