@@ -463,7 +463,7 @@ class SustechSequence:
         return Frame(
             log_id=self.log_id, timestamp_ns=ts, frame_index=i, points=pts, lidar_file=self.lidar_file(i),
             world_from_ego=self.world_from_ego[i], ego_from_lidar=self.ego_from_lidar, images=images, image_files=files,
-            camera_timestamps_ns={c: ts for c in files}, cameras={c: self.cameras[c] for c in files} or dict(self.cameras),
+            camera_timestamps_ns={c: ts for c in files}, cameras=dict(self.cameras),
             gt_boxes=gt, gt_categories=cats, gt_track_ids=tids,
         )
 
