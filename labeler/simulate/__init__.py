@@ -5,7 +5,7 @@ project's embedded default input. Modules: :mod:`~labeler.simulate.scene` (world
 :mod:`~labeler.simulate.lidar`, :mod:`~labeler.simulate.camera`, :mod:`~labeler.simulate.run` (public API).
 """
 
-from labeler.simulate.run import SimConfig, log_name, log_seed, simulate_log, simulate_logs
+from labeler.simulate.run import SimConfig, batch_kinds, log_name, log_seed, scenario_for, simulate_log, simulate_logs
 from labeler.simulate.scene import CORNER_KINDS
 
-__all__ = ["SimConfig", "simulate_log", "simulate_logs", "log_name", "log_seed", "CORNER_KINDS"]
+__all__ = ["SimConfig", "simulate_log", "simulate_logs", "scenario_for", "log_name", "log_seed", "batch_kinds", "CORNER_KINDS"]

@@ -5,7 +5,9 @@ A sweep is ``num_beams`` lasers with elevations evenly spaced from +10.67 deg to
 ``azimuth_res_deg`` over 360 deg; all rays of a sweep are cast at one instant (no motion distortion).
 
 Output points: (N, 4) float32 ``[x, y, z, intensity]`` in the LiDAR frame, ordered by firing (azimuth column, then
-beam). Intensity in [0, 1] = material reflectivity x incidence factor x range falloff, plus noise.
+beam). Intensity in [0, 1] = material reflectivity x incidence factor x range falloff, plus noise. Returns are lost
+at random (``dropout``), when the echo is weak (dark, grazing or far surfaces), beyond ``max_range_m`` and in a
+corner-case dropout sector.
 """
 
 from __future__ import annotations
@@ -16,6 +18,11 @@ from labeler.simulate.scene import RayScene, rotate
 
 VFOV_DEG = (10.67, -30.67)
 MIN_RANGE_M = 0.8
+# return detection: P(detect) = 1 - exp(-refl * incidence * min(1, (SIGNAL_REF_M / r)^2) / SIGNAL_SCALE)
+SIGNAL_REF_M = 20.0
+SIGNAL_SCALE = 0.008
+# the ego's roof below the sensor, LiDAR frame (x, y, z ranges, m): beams hitting it are self-returns, filtered
+EGO_ROOF_LIDAR = ((-1.0, 0.55), (-0.62, 0.62), (-1.84, -0.34))
 
 
 class Lidar:
@@ -38,6 +45,12 @@ class Lidar:
         A, E = np.meshgrid(np.deg2rad(self.azimuth_deg), np.deg2rad(self.elevation_deg), indexing="ij")
         self.dirs = np.stack([np.cos(E) * np.cos(A), np.cos(E) * np.sin(A), np.sin(E)], axis=-1).reshape(-1, 3).astype(np.float32)
         self.ray_azimuth_deg = np.repeat(self.azimuth_deg, num_beams).astype(np.float32)
+        self.self_hit = ray_hits_box(self.dirs, EGO_ROOF_LIDAR)  # rays that hit the ego's own roof
+
+    @property
+    def blind_fraction(self) -> float:
+        """Fraction of rays blocked by the ego roof (their self-returns are filtered out)."""
+        return float(self.self_hit.mean())
 
     @property
     def num_rays(self) -> int:
@@ -69,8 +82,9 @@ class Lidar:
         r_noise = rng.normal(0.0, self.range_noise, n).astype(np.float32)
         i_noise = rng.normal(0.0, 0.015, n).astype(np.float32)
         lost = rng.random(n) < dropout
+        detect_u = rng.random(n).astype(np.float32)
         t = hit["t"]
-        ok = np.isfinite(t) & (t <= self.max_range) & (t >= MIN_RANGE_M) & ~lost
+        ok = np.isfinite(t) & (t <= self.max_range) & (t >= MIN_RANGE_M) & ~lost & ~self.self_hit
         if sector is not None:
             ok &= ~in_sector(self.ray_azimuth_deg, *sector)
         idx = np.nonzero(ok)[0]
@@ -82,10 +96,23 @@ class Lidar:
         rng_m = t[idx] + r_noise[idx]
         falloff = 1.0 - 0.35 * (t[idx] / self.max_range) ** 2
         inten = np.clip(refl * incidence * falloff + i_noise[idx], 0.0, 1.0)
-        pts = np.empty((len(idx), 4), np.float32)
-        pts[:, :3] = self.dirs[idx] * rng_m[:, None]
-        pts[:, 3] = inten
+        # weak echoes (dark, grazing, far) are lost: detection probability from the received signal ~ 1/r^2
+        signal = refl * incidence * np.minimum(1.0, (SIGNAL_REF_M / t[idx]) ** 2)
+        keep = detect_u[idx] < 1.0 - np.exp(-signal / SIGNAL_SCALE)
+        pts = np.empty((int(keep.sum()), 4), np.float32)
+        pts[:, :3] = self.dirs[idx[keep]] * rng_m[keep, None]
+        pts[:, 3] = inten[keep]
         return pts
+
+
+def ray_hits_box(dirs: np.ndarray, box: tuple[tuple[float, float], ...]) -> np.ndarray:
+    """Rays from the origin along ``dirs`` (N, 3) that hit the axis-aligned box ((x0, x1), (y0, y1), (z0, z1))."""
+    d = np.where(np.abs(dirs) < 1e-9, 1e-9, dirs).astype(np.float64)
+    lo = np.array([b[0] for b in box]) / d
+    hi = np.array([b[1] for b in box]) / d
+    t0 = np.minimum(lo, hi).max(axis=1)
+    t1 = np.maximum(lo, hi).min(axis=1)
+    return (t0 <= t1) & (t1 > 0)
 
 
 def in_sector(azimuth_deg: np.ndarray, start_deg: float, width_deg: float) -> np.ndarray:

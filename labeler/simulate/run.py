@@ -21,7 +21,7 @@ from labeler.geometry.boxes import count_points_in_boxes
 from labeler.logs.native import NativeLogWriter
 from labeler.simulate.camera import CameraRenderer, black_frame, make_calib, overexposed_frame
 from labeler.simulate.lidar import Lidar
-from labeler.simulate.scene import CORNER_KINDS, build_scenario, corner_detail, lidar_from_world
+from labeler.simulate.scene import CORNER_KINDS, Scenario, build_scenario, corner_detail, lidar_from_world
 
 _BLAS_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 BASE_TIME_NS = 1_700_000_000_000_000_000  # 2023-11-14T22:13:20Z; logs start at BASE + a seed-derived offset
@@ -85,6 +85,18 @@ def is_complete(log_url: str) -> bool:
     return fs.exists(posixpath.join(p, "log.json")) and fs.exists(posixpath.join(p, "corner_cases.parquet"))
 
 
+def _streams(seed: int) -> list[np.random.Generator]:
+    """Independent random streams of a log: scenario, LiDAR noise, camera noise, camera look."""
+    return [np.random.default_rng(s) for s in np.random.SeedSequence(int(seed)).spawn(4)]
+
+
+def scenario_for(seed: int, cfg: SimConfig = SimConfig()) -> Scenario:
+    """The world, traffic, ego motion and corner-case plan :func:`simulate_log` renders for ``seed`` (cheap:
+    no ray casting)."""
+    return build_scenario(_streams(seed)[0], cfg.duration_s, cfg.rate_hz, cfg.max_range_m, tuple(cfg.cameras),
+                          cfg.corner_cases, cfg.force_corner_cases)
+
+
 def simulate_log(out_root: str, log_id: str, seed: int, cfg: SimConfig = SimConfig(), *, threads: int = 0) -> str:
     """Simulate one log into ``<out_root>/<log_id>`` (an existing folder of that name is replaced).
 
@@ -101,10 +113,8 @@ def simulate_log(out_root: str, log_id: str, seed: int, cfg: SimConfig = SimConf
     fs, p = fsspec.core.url_to_fs(url)
     if fs.exists(p):
         fs.rm(p, recursive=True)
-    ss = np.random.SeedSequence(int(seed))
-    rng_scene, rng_lidar, rng_cam, rng_look = (np.random.default_rng(s) for s in ss.spawn(4))
-    scen = build_scenario(rng_scene, cfg.duration_s, cfg.rate_hz, cfg.max_range_m, tuple(cfg.cameras),
-                          cfg.corner_cases, cfg.force_corner_cases, log_id)
+    _, rng_lidar, rng_cam, rng_look = _streams(seed)
+    scen = scenario_for(seed, cfg)
     lidar = Lidar(cfg.num_beams, cfg.azimuth_res_deg, cfg.max_range_m, cfg.range_noise_m)
     calibs = {n: make_calib(n, cfg.image_width, cfg.image_height) for n in cfg.cameras}
     renderers = {n: CameraRenderer(c, rng_look) for n, c in calibs.items()}

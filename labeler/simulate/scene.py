@@ -216,6 +216,7 @@ class Road:
         self.walk_w = tuple(float(rng.uniform(3.0, 5.0)) for _ in range(2))
         self.bike_paint = bool(rng.random() < 0.4)
         self.asphalt = float(rng.uniform(0.28, 0.38))
+        self.style = str(rng.choice(list(STYLES), p=[0.3, 0.4, 0.3]))  # neighbourhood, see STYLES
         self.crosswalks: list[float] = []  # s where a 4 m crosswalk starts (stop line 1 m before it)
 
     # cross-section helpers (side 0 = right, 1 = left)
@@ -373,17 +374,26 @@ _FACADE_COLORS = np.array([[196, 180, 150], [160, 82, 60], [150, 150, 150], [222
                            [185, 160, 120], [110, 120, 135], [200, 200, 190]])
 
 
+# per-log neighbourhood: (P open lot, building length, setback, heights and their probabilities)
+STYLES = {
+    "downtown": (0.05, (12, 30), (0.5, 2.0), ((8, 16), (16, 30), (30, 45)), (0.3, 0.45, 0.25)),
+    "urban": (0.12, (8, 26), (1.0, 4.0), ((4, 8), (8, 16), (16, 28)), (0.35, 0.45, 0.2)),
+    "suburban": (0.4, (8, 16), (4.0, 14.0), ((3, 5), (5, 8), (8, 11)), (0.45, 0.45, 0.1)),
+}
+
+
 def _buildings(mb: MeshBuilder, road: Road, rng, side: int, s_lo: float, s_hi: float) -> None:
     sign = -1.0 if side == 0 else 1.0
     front = road.road_half(side) + road.walk_w[side]
+    p_lot, length_rng, setback_rng, heights, p_h = STYLES[road.style]
     s = s_lo - 40
     while s < s_hi + 40:
-        if rng.random() < 0.12:  # open lot
-            s += rng.uniform(8, 25)
+        if rng.random() < p_lot:  # open lot
+            s += rng.uniform(8, 30)
             continue
-        length, depth = rng.uniform(8, 26), rng.uniform(8, 18)
-        setback = rng.uniform(1.0, 4.0)
-        height = float(rng.choice([rng.uniform(4, 8), rng.uniform(8, 16), rng.uniform(16, 28)], p=[0.35, 0.45, 0.2]))
+        length, depth = rng.uniform(*length_rng), rng.uniform(8, 18)
+        setback = rng.uniform(*setback_rng)
+        height = float(rng.uniform(*heights[rng.choice(3, p=p_h)]))
         x, y, h = road.to_world(s + length / 2, sign * (front + setback + depth / 2))
         col = _FACADE_COLORS[rng.integers(len(_FACADE_COLORS))] * rng.uniform(0.85, 1.1)
         mb.frustum(float(x), float(y), 0.0, height, length, depth, float(h), MAT["building"], col,
@@ -491,14 +501,14 @@ def actor_mesh(category: str, l: float, w: float, h: float, rng: np.random.Gener
         part(cab_x0, L / 2 - 0.03, -Wd / 2, Wd / 2, 0.5, min(3.6, H), "body", col)
         part(L / 2 - 0.3, L / 2, -Wd / 2 + 0.1, Wd / 2 - 0.1, 0.6 * min(3.6, H), 0.9 * min(3.6, H), "glass", (40, 50, 60))
         part(L / 2 - 6.0, cab_x0, -Wd / 2 + 0.2, Wd / 2 - 0.2, 0.5, 1.2, "body", (60, 60, 60))
-        part(-L / 2, L / 2 - 4.8, -Wd / 2, Wd / 2, 1.15, H, "body", (215, 215, 210))
+        part(-L / 2, L / 2 - 4.8, -Wd / 2, Wd / 2, 1.15, H, "body", col * 0.9)
         wheels([L / 2 - 1.3, L / 2 - 4.6, L / 2 - 5.9, -L / 2 + 1.2, -L / 2 + 2.5, -L / 2 + 3.8], D)
         plates(0.5)
     elif category == "truck":
         D = 1.0
         cab = min(2.3, 0.3 * L)
         part(L / 2 - cab, L / 2 - 0.03, -Wd / 2, Wd / 2, 0.5, 0.8 * H, "body", col)
-        part(L / 2 - 0.25, L / 2, -Wd / 2 + 0.1, Wd / 2 - 0.1, 0.5 * H, 0.75 * H, "glass", (40, 50, 60))
+        part(L / 2 - 0.25, L / 2, -Wd / 2 + 0.1, Wd / 2 - 0.1, 0.56 * H, 0.78 * H, "glass", (40, 50, 60))
         part(-L / 2, L / 2 - cab - 0.15, -Wd / 2, Wd / 2, 0.9, H, "body", col * 0.85)
         part(-L / 2 + 0.4, L / 2 - 0.4, -Wd / 2 + 0.3, Wd / 2 - 0.3, 0.45, 0.95, "body", (60, 60, 60))
         wheels([L / 2 - 1.3, -L / 2 + 1.6, -L / 2 + 2.7], D)
@@ -506,7 +516,7 @@ def actor_mesh(category: str, l: float, w: float, h: float, rng: np.random.Gener
     elif category == "bus":
         D = 1.0
         part(-L / 2 + 0.03, L / 2 - 0.03, -Wd / 2 + 0.03, Wd / 2 - 0.03, 0.3, H, "body", col)
-        part(-L / 2 + 0.3, L / 2, -Wd / 2, Wd / 2, 0.45 * H, 0.85 * H, "glass", (40, 48, 58))
+        part(-L / 2 + 0.3, L / 2, -Wd / 2, Wd / 2, 0.56 * H, 0.86 * H, "glass", (40, 48, 58))
         wheels([L / 2 - 2.5, -L / 2 + 3.0], D)
         plates(0.45)
     elif category == "pedestrian":
@@ -851,7 +861,7 @@ def _smooth_profile(rng, duration: float, lo: float, hi: float, knot_s: float = 
 
 
 def build_scenario(rng: np.random.Generator, duration_s: float, rate_hz: float, max_range_m: float,
-                   cameras: tuple[str, ...], corner_cases: bool, forced_kinds=(), log_id: str = "") -> Scenario:
+                   cameras: tuple[str, ...], corner_cases: bool, forced_kinds=()) -> Scenario:
     """Road, static world, traffic, pedestrians, ego motion and corner cases of one log (deterministic in ``rng``)."""
     n_frames = max(1, int(round(duration_s * rate_hz)))
     times = np.arange(n_frames) / rate_hz
