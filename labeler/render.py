@@ -52,7 +52,10 @@ def render_bev(points: np.ndarray, grid: BevGrid, color_by: str = "height", grou
         uv[:, 0] = uv[:, 0].clip(0, W - 1)
         uv[:, 1] = uv[:, 1].clip(0, H - 1)
         colors = (cmap(val)[:, :3] * 255).astype(np.uint8)
-        img[uv[:, 1], uv[:, 0]] = colors
+        # 2x2 px per point so sparse far returns stay visible
+        for du in (0, 1):
+            for dv in (0, 1):
+                img[(uv[:, 1] + dv).clip(0, H - 1), (uv[:, 0] + du).clip(0, W - 1)] = colors
     pil = Image.fromarray(img)
     draw = ImageDraw.Draw(pil)
     # ego marker: a 4.5 x 1.9 m triangle-nosed outline at the origin pointing forward (up)

@@ -60,14 +60,14 @@ def _tasks(client, pid):
 @pytest.mark.slow
 def test_nightly_job_into_label_studio(sim_logs, studio, studio_client, tmp_path):
     root, _ = sim_logs
-    state = Path(studio.document_root) / f"pipeline-{os.getpid()}-{time.time_ns()}"
+    state = Path(str(studio.document_root)) / f"pipeline-{os.getpid()}-{time.time_ns()}"
     logs = _copy_logs(root, state / "logs")
     broken = _corrupt(state / "logs", logs)
     overrides = {"night": "test-night", "studio.project_title": f"test nightly {time.time_ns()}",
                  "studio.url": studio.url, "simulate.enabled": False, "input.chunk_frames": 25,
                  "selection.budget_fraction": 0.3, "filter.keyframe_hz": 5.0}
     os.environ["LABEL_STUDIO_API_KEY"] = studio.api_key
-    os.environ["LABEL_STUDIO_DOCUMENT_ROOT"] = studio.document_root
+    os.environ["LABEL_STUDIO_DOCUMENT_ROOT"] = str(studio.document_root)
     cfg = load_config(REPO / "pipelines" / "nightly.yaml", overrides).resolved(str(state))
     s1 = run_pipeline(cfg, progress=False)
 
