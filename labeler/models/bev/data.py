@@ -1,0 +1,128 @@
+"""Training / evaluation samples from native logs (ground truth from ``annotations.parquet``).
+
+A sample is one LiDAR sweep (N, 4) float32 and its GT boxes (M, 7) with class indices into the model's classes
+(-1 for other categories, e.g. the rare ``animal``, and for boxes without any LiDAR point: those teach the model to
+hallucinate and the evaluation ignores them). Augmentation (training only) is a deterministic function of
+``(seed, epoch, sample index)``: random x / y mirror, rotation about z, global scaling, point dropout and a
+random translation (training runs on a smaller grid than inference: a random crop of the sweep, 4x cheaper).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from labeler.logs.native import load_frame, read_log_index
+
+
+@dataclass(frozen=True)
+class Augment:
+    """Training augmentation (radians, fractions)."""
+
+    flip_x: bool = True
+    flip_y: bool = True
+    rotation: float = np.pi / 4          # uniform in [-rotation, rotation]
+    scale: tuple[float, float] = (0.95, 1.05)
+    dropout: float = 0.1                 # each sweep drops a uniform [0, dropout] fraction of its points
+    shift_m: float = 0.0                 # translate the sweep by uniform [-shift_m, shift_m] in x and y (crop training)
+
+
+@dataclass
+class Sample:
+    """One sweep: points (N, 4) float32 [x, y, z, intensity]; boxes (M, 7) float64; labels (M,) int64 (-1 = ignore)."""
+
+    points: np.ndarray
+    boxes: np.ndarray
+    labels: np.ndarray
+
+
+def augment_sample(s: Sample, aug: Augment, rng: np.random.Generator) -> Sample:
+    """A randomly mirrored, rotated, scaled and thinned copy of ``s`` (boxes follow the points)."""
+    p = s.points.copy()
+    b = s.boxes.copy()
+    if aug.flip_x and rng.random() < 0.5:   # mirror x -> -x
+        p[:, 0] = -p[:, 0]
+        b[:, 0] = -b[:, 0]
+        b[:, 6] = np.pi - b[:, 6]
+    if aug.flip_y and rng.random() < 0.5:   # mirror y -> -y
+        p[:, 1] = -p[:, 1]
+        b[:, 1] = -b[:, 1]
+        b[:, 6] = -b[:, 6]
+    a = rng.uniform(-aug.rotation, aug.rotation)
+    c, sn = np.cos(a), np.sin(a)
+    x, y = p[:, 0].copy(), p[:, 1].copy()
+    p[:, 0], p[:, 1] = c * x - sn * y, sn * x + c * y
+    bx, by = b[:, 0].copy(), b[:, 1].copy()
+    b[:, 0], b[:, 1] = c * bx - sn * by, sn * bx + c * by
+    b[:, 6] = b[:, 6] + a
+    k = rng.uniform(*aug.scale)
+    p[:, :3] *= k
+    b[:, :6] *= k
+    b[:, 6] = (b[:, 6] + np.pi) % (2 * np.pi) - np.pi
+    if aug.shift_m > 0:
+        t = rng.uniform(-aug.shift_m, aug.shift_m, size=2)
+        p[:, :2] -= t.astype(np.float32)
+        b[:, :2] -= t
+    keep = rng.random(len(p)) >= rng.uniform(0, aug.dropout)
+    return Sample(p[keep], b, s.labels.copy())
+
+
+class LogFrames(torch.utils.data.Dataset):
+    """Every ``frame_step``-th frame of some native logs.
+
+    Args:
+        logs: log folder paths.
+        classes: the model's classes (label order).
+        frame_step: keep frames 0, step, 2 step, ... of each log.
+        augment: None for evaluation.
+        seed, epoch: augmentation seed; call :meth:`set_epoch` before each epoch.
+        min_points: GT boxes with fewer LiDAR points (``num_lidar_pts``) are labelled -1 (ignored).
+    """
+
+    def __init__(self, logs: list[str], classes: tuple[str, ...], frame_step: int = 1, augment: Augment | None = None,
+                 seed: int = 0, min_points: int = 1):
+        self.indexes = [read_log_index(p) for p in logs]
+        self.items = [(li, i) for li, idx in enumerate(self.indexes) for i in range(0, len(idx), frame_step)]
+        self.classes = tuple(classes)
+        self.augment = augment
+        self.seed = seed
+        self.epoch = 0
+        self.min_points = min_points
+        self._npts = []
+        for idx in self.indexes:
+            a = idx.annotations
+            counts = {}
+            if a is not None and "num_lidar_pts" in a.column_names:
+                ts = a.column("timestamp_ns").to_numpy()
+                n = a.column("num_lidar_pts").to_numpy()
+                for t in np.unique(ts):
+                    counts[int(t)] = n[ts == t]
+            self._npts.append(counts)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def frame(self, k: int):
+        li, i = self.items[k]
+        return load_frame(self.indexes[li], i, with_images=False)
+
+    def __getitem__(self, k: int) -> Sample:
+        li, i = self.items[k]
+        f = load_frame(self.indexes[li], i, with_images=False)
+        boxes = f.gt_boxes if f.gt_boxes is not None else np.zeros((0, 7))
+        cats = f.gt_categories if f.gt_categories is not None else np.zeros(0, dtype=object)
+        lut = {c: n for n, c in enumerate(self.classes)}
+        labels = np.array([lut.get(c, -1) for c in cats], dtype=np.int64)
+        npts = self._npts[li].get(int(f.timestamp_ns))
+        if npts is not None and len(npts) == len(labels):
+            labels[(npts >= 0) & (npts < self.min_points)] = -1
+        s = Sample(f.points, np.asarray(boxes, np.float64).reshape(-1, 7), labels)
+        if self.augment is not None:
+            rng = np.random.default_rng([self.seed, self.epoch, k])
+            s = augment_sample(s, self.augment, rng)
+        return s
