@@ -15,7 +15,7 @@ class StudioServer:
     url: str
     api_key: str
     state_dir: Path
-    document_root: Path
+    document_root: Path | None  # the server's local-files document root (None: unknown, external server)
     started_here: bool
     start_s: float  # seconds start_server took (0 when an external server is used)
     log_file: Path | None = None
@@ -33,13 +33,13 @@ def studio(tmp_path_factory) -> StudioServer:
     if url and key:
         root = os.environ.get("LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT")
         state = tmp_path_factory.mktemp("studio-external")
-        yield StudioServer(url.rstrip("/"), key, state, Path(root) if root else state, False, 0.0)
+        yield StudioServer(url.rstrip("/"), key, state, Path(root) if root else None, False, 0.0)
         return
     from labeler.studio.server import free_port, start_server, stop_server
 
     state = tmp_path_factory.mktemp("studio-state")
     t0 = time.monotonic()
-    info = start_server(state, port=free_port())
+    info = start_server(state, port=free_port(), wait_s=300)  # first start ~50-100 s on a loaded box
     dt = time.monotonic() - t0
     try:
         yield StudioServer(info.url, info.token_file.read_text().strip(), state, state, True, dt, info.log_file)
@@ -47,9 +47,9 @@ def studio(tmp_path_factory) -> StudioServer:
         stop_server(state)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def studio_client(studio):
-    """An authenticated SDK client for :func:`studio`."""
+    """An authenticated SDK client for :func:`studio` (per test: a test may replace the server's token)."""
     from labeler.studio.client import connect
 
     return connect(studio.url, studio.api_key)

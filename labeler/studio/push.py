@@ -29,6 +29,8 @@ from labeler.studio.tasks import PushedTask, ReviewTask
 
 log = logging.getLogger(__name__)
 
+# shown for a camera the frame lacks (task data must hold every $variable of the config): a 1x1 PNG
+MISSING_IMAGE = "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAQAAAC1HAwCAAAAC0lEQVR42mNkYAAAAAYAAjCB0C8AAAAASUVORK5CYII="
 RETRIES = 5  # attempts per call; waits 0.5, 1, 2, 4 s in between
 
 
@@ -156,7 +158,7 @@ def _payload(t: ReviewTask, document_root: str, cameras: set[str]) -> dict:
         "object_ids": regions,
     }
     for cam in sorted(cameras):
-        data[camera_image_name(cam)] = ""  # a frame without this camera: the key must exist
+        data[camera_image_name(cam)] = MISSING_IMAGE  # a frame without this camera: the key must exist
     for c in t.cameras:
         data[camera_image_name(c.name)] = local_file_url(c.image_path, document_root)
     result = prediction_result(boxes, t.categories, t.object_ids, t.bev_grid, t.scores, t.cameras)
@@ -196,12 +198,16 @@ def list_frame_tasks(client: LabelStudio, project_id: int, log_ids=None, page_si
 
 
 def _same_prediction(old, new: dict) -> bool:
-    return _canon(old.model_version) == _canon(new["model_version"]) and _canon(old.score) == _canon(new["score"]) and _canon(
-        old.result
-    ) == _canon(new["result"])
+    return (
+        _canon(old.model_version) == _canon(new["model_version"])
+        and _canon(old.score) == _canon(new["score"])
+        and _canon(old.result) == _canon(new["result"])
+    )
 
 
-def push_tasks(client: LabelStudio, project_id: int, tasks: list[ReviewTask], document_root: str, batch_size: int = 100) -> list[PushedTask]:
+def push_tasks(
+    client: LabelStudio, project_id: int, tasks: list[ReviewTask], document_root: str, batch_size: int = 100
+) -> list[PushedTask]:
     """Push review tasks with one prediction each; idempotent by ``frame_key``. Returns one PushedTask per input
     task, in input order.
 

@@ -13,6 +13,7 @@ server of the same state dir, :func:`stop_server` stops it. The token is never p
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import secrets
@@ -187,6 +188,21 @@ def _obtain_token(url: str, username: str, password: str) -> str:
     return r.json()["token"]
 
 
+def _token_valid(url: str, token: str, tries: int = 10) -> bool:
+    """True when the server accepts ``token`` (a JWT refresh token), False when it answers 401 (revoked / rotated /
+    foreign). Other answers (a server still warming up) are retried: a good token is never replaced by mistake."""
+    status = None
+    for _ in range(tries):
+        try:
+            status = requests.post(f"{url}/api/token/refresh/", json={"refresh": token}, timeout=30).status_code
+        except requests.RequestException as e:
+            status = type(e).__name__
+        if status in (200, 401):
+            return status == 200
+        time.sleep(1.0)
+    raise StudioError(f"Label Studio at {url} does not answer token checks (last: {status}); see {url}/health and the server log")
+
+
 def _info(d: Path, url: str, username: str, pid: int) -> ServerInfo:
     return ServerInfo(url, username, d / "admin_password", d / "token", pid, d / "server.log")
 
@@ -214,6 +230,12 @@ def start_server(
     d = studio_dir(state_dir)
     d.mkdir(parents=True, exist_ok=True)
     os.chmod(d, 0o700)
+    with open(d / ".lock", "w") as lock:  # one start at a time per state dir
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _start_locked(d, Path(state_dir), port, username, password, wait_s, document_root)
+
+
+def _start_locked(d: Path, state_dir: Path, port, username, password, wait_s, document_root) -> ServerInfo:
     doc_root = Path(document_root if document_root is not None else state_dir).expanduser().resolve()
     pw_file, tok_file, log = d / "admin_password", d / "token", d / "server.log"
     if password is None:
@@ -254,7 +276,8 @@ def start_server(
             raise
         info = _info(d, url, username, proc.pid)
 
-    if not tok_file.exists() or not tok_file.read_text().strip():
+    token = tok_file.read_text().strip() if tok_file.exists() else ""
+    if not token or not _token_valid(info.url, token):  # missing, or revoked / rotated elsewhere
         _write_secret(tok_file, _obtain_token(info.url, info.username, password))
     return info
 

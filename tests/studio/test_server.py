@@ -59,6 +59,20 @@ def test_reuses_running_server(studio):
     assert time.monotonic() - t0 < 10
 
 
+def test_revoked_token_is_replaced(studio):
+    """A token rotated / revoked elsewhere: the next start_server (reuse) writes a new valid one."""
+    _own(studio)
+    ls = connect(studio.url, studio.api_key)
+    ls.tokens.rotate(refresh=studio.api_key)  # blacklists ours; the new one is "lost"
+    with pytest.raises(StudioError, match="refused the API key"):
+        connect(studio.url, studio.api_key)
+    info = start_server(studio.state_dir)
+    new = info.token_file.read_text().strip()
+    assert new != studio.api_key and stat.S_IMODE(info.token_file.stat().st_mode) == 0o600
+    studio.api_key = new
+    assert connect(studio.url, studio.api_key).users.whoami().email
+
+
 def test_binds_loopback_only(studio):
     _own(studio)
     port = int(studio.url.rsplit(":", 1)[1])
@@ -128,7 +142,9 @@ def test_detached_restart_keeps_token(studio):
         assert stop_server(studio.state_dir)
         assert not health(studio.url)
         t0 = time.monotonic()
-        r = subprocess.run([sys.executable, "-c", code, str(studio.state_dir), str(port)], check=True, timeout=300, capture_output=True, text=True)
+        r = subprocess.run(
+            [sys.executable, "-c", code, str(studio.state_dir), str(port)], check=True, timeout=300, capture_output=True, text=True
+        )
         print(f"\nLabel Studio restart took {time.monotonic() - t0:.1f} s")
         assert studio.api_key not in r.stdout + r.stderr
         return r.stdout.strip().splitlines()[-1]
@@ -147,4 +163,5 @@ def test_detached_restart_keeps_token(studio):
     assert restart() == studio_url
     studio.url = studio_url
     assert health(studio.url) and server_info(studio.state_dir).url == studio.url
+    assert (studio_dir(studio.state_dir) / "token").read_text().strip() == studio.api_key  # not replaced
     assert connect(studio.url, studio.api_key).users.whoami().email
