@@ -31,6 +31,12 @@ def cmd_run(args) -> int:
         overrides["input.logs"] = args.logs
     if args.model:
         overrides["model.name"] = args.model
+    if args.checkpoint:
+        overrides["model.checkpoint"] = args.checkpoint
+    if args.trusted_checkpoint:
+        overrides["model.trusted"] = True
+    if args.device:
+        overrides["model.device"] = args.device
     if args.budget is not None:
         overrides["selection.budget_fraction"] = args.budget
     cfg = load_config(args.config, overrides).resolved(_state(args))
@@ -95,7 +101,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--config", help="pipeline YAML (default: built-in defaults, the same as pipelines/nightly.yaml)")
     r.add_argument("--night", help="run key; re-running the same night replaces its outputs and never duplicates tasks (default: from the config, 'demo')")
     r.add_argument("--logs", help="folder of native logs (overrides input.logs; any fsspec URL)")
-    r.add_argument("--model", help="detector name from labeler.models.registry.MODELS (overrides model.name; default 'geometric')")
+    r.add_argument("--model", help="detector spec from labeler.models.registry.MODELS: 'geometric' (default) or 'mmdet3d:<config>' (overrides model.name)")
+    r.add_argument("--checkpoint", help="weights file for the model (e.g. an mmdet3d checkpoint); loaded weights-only")
+    r.add_argument("--trusted-checkpoint", action="store_true",
+                   help="allow full (pickle) loading of --checkpoint; only for files you trust (OpenMMLab checkpoints need it)")
+    r.add_argument("--device", choices=["cpu", "cuda"], help="where the model runs (default cpu; cuda needs a CUDA build)")
     r.add_argument("--budget", type=float, help="fraction of kept frames sent to review, 0..1 (overrides selection.budget_fraction)")
     r.add_argument("--scheduler", help="address of an existing Dask scheduler, e.g. tcp://127.0.0.1:8786 (default: a LocalCluster)")
     r.add_argument("--workers", type=int, help="LocalCluster worker processes (default: dask.n_workers, 2)")

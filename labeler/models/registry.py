@@ -7,9 +7,17 @@ from typing import Callable
 from labeler.errors import ModelError
 from labeler.models.base import Detector
 from labeler.models.geometric import GeometricDetector
+from labeler.models.mmdet3d_backend import MMDet3DDetector
 
+# name -> constructor. A spec is "<name>" or "<name>:<argument>" (e.g. "mmdet3d:<config name or path>").
 MODELS: dict[str, Callable[..., Detector]] = {
     "geometric": GeometricDetector,
+    "mmdet3d": MMDet3DDetector,   # argument: an mmdet3d config name (shipped in the wheel) or path
+}
+# options each model accepts besides its spec argument (the rest are not passed)
+MODEL_OPTIONS: dict[str, tuple[str, ...]] = {
+    "geometric": (),
+    "mmdet3d": ("checkpoint", "trusted", "device", "score_threshold"),
 }
 
 
@@ -19,9 +27,19 @@ def load_model(spec: str, **options) -> Detector:
     Raises:
         ModelError: ``spec`` is not a known model name (the message lists the known names).
     """
+    name, sep, arg = spec.partition(":")
     try:
-        factory = MODELS[spec]
+        factory = MODELS[name]
     except KeyError:
         known = ", ".join(sorted(MODELS))
         raise ModelError(f"unknown model {spec!r}; known models: {known} (see labeler.models.registry.MODELS)") from None
+    allowed = MODEL_OPTIONS.get(name)
+    if allowed is not None:
+        options = {k: v for k, v in options.items() if k in allowed and v is not None}
+    if name == "mmdet3d":
+        if not arg:
+            raise ModelError(f"model spec {spec!r}: expected 'mmdet3d:<config name or path>'")
+        return factory(arg, **options)
+    if sep:
+        options.setdefault("weights", arg)
     return factory(**options)

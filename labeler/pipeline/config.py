@@ -53,7 +53,10 @@ class FilterCfg:
 
 @dataclass(frozen=True)
 class ModelCfg:
-    name: str = "geometric"       # a key of labeler.models.registry.MODELS
+    name: str = "geometric"       # a spec from labeler.models.registry.MODELS, e.g. "geometric" or "mmdet3d:<config>"
+    checkpoint: str | None = None # weights file for models that take one (mmdet3d)
+    trusted: bool = False         # allow full pickle loading of `checkpoint` (only for files you trust)
+    device: str = "cpu"           # cpu | cuda
     batch_frames: int = 8
     score_threshold: float = 0.1  # boxes below are not pre-labels
 

@@ -101,7 +101,8 @@ def get_model(cfg: ModelCfg):
     if key not in _MODEL_CACHE:
         from labeler.models.registry import load_model
 
-        _MODEL_CACHE[key] = load_model(cfg.name)
+        _MODEL_CACHE[key] = load_model(cfg.name, checkpoint=cfg.checkpoint, trusted=cfg.trusted, device=cfg.device,
+                                       score_threshold=cfg.score_threshold)
     return _MODEL_CACHE[key]
 
 
