@@ -49,6 +49,51 @@ def cmd_run(args) -> int:
     return 0
 
 
+def cmd_eval(args) -> int:
+    import json
+
+    import pyarrow as pa
+
+    from labeler.eval import EvalConfig, evaluate
+    from labeler.eval.groundtruth import gt_table
+    from labeler.eval.report import plot_pr_curves
+    from labeler.io.tables import read_run_record, read_table
+
+    run_dir = args.run or str(Path(_state(args)) / "runs" / "demo")
+    rec = read_run_record(run_dir)
+    frames = read_table(run_dir, "frames").to_pandas()
+    kept = frames[frames.outcome != "filtered"]
+    preds = read_table(run_dir, "predictions_3d")
+    gts = []
+    for inp in rec["inputs"]:
+        path, fmt = (inp["path"], inp["format"]) if isinstance(inp, dict) else (inp, "native")
+        try:
+            from labeler.logs.registry import open_log
+
+            log_id = open_log(path, fmt).log_id
+        except LabelerError:
+            continue  # quarantined log
+        ts = kept.timestamp_ns[kept.log_id == log_id].tolist()
+        if ts:
+            gts.append(gt_table(path, fmt, ts))
+    if not gts:
+        print("error: the run's inputs carry no ground truth to evaluate against", file=sys.stderr)
+        return 1
+    gt = pa.concat_tables(gts)
+    cfg = EvalConfig(max_range_m=args.max_range)
+    res = evaluate(preds, gt, cfg)
+    print(f"{rec['model_version']} on {gt.num_rows} ground-truth boxes in {len(kept)} frames of {run_dir}")
+    print(res.format())
+    out = Path(args.out or Path(run_dir) / "eval")
+    out.mkdir(parents=True, exist_ok=True)
+    res.to_table().to_csv(out / "per_class.csv", index=False)
+    (out / "summary.json").write_text(json.dumps({"model_version": rec["model_version"], "mean_ap": res.mean_ap,
+                                                  "class_ap": res.class_ap, "mean_iou_ap": res.mean_iou_ap}, indent=2))
+    plot_pr_curves(res, out / "pr_curves.png")
+    print(f"wrote {out}/per_class.csv, summary.json, pr_curves.png")
+    return 0
+
+
 def cmd_simulate(args) -> int:
     from labeler.simulate import SimConfig, simulate_logs
 
@@ -126,6 +171,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     s.add_argument("--state", help="state dir (same as the global --state)", default=argparse.SUPPRESS)
     s.set_defaults(func=cmd_simulate)
+
+    ev = sub.add_parser("eval", help="evaluate a run's 3D pre-labels against the logs' ground truth",
+                        description="nuScenes-style detection AP (centre distance 0.5/1/2/4 m, per class and mean) and BEV-IoU AP "
+                                    "of a run's predictions_3d against the ground truth stored in its input logs (kept frames only).")
+    ev.add_argument("--run", help="run folder (default: <state>/runs/demo)")
+    ev.add_argument("--out", help="where to write per_class.csv, summary.json and pr_curves.png (default: <run>/eval)")
+    ev.add_argument("--max-range", type=float, default=50.0, help="evaluate boxes within this distance of the LiDAR, metres (default 50)")
+    ev.add_argument("--state", help="state dir (same as the global --state)", default=argparse.SUPPRESS)
+    ev.set_defaults(func=cmd_eval)
 
     st = sub.add_parser("studio", help="manage a local Label Studio server",
                         description="up: start a local Label Studio on 127.0.0.1 (data, admin password and API token under "
