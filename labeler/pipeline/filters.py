@@ -24,6 +24,7 @@ FLAG_SECTOR_DROPOUT = "lidar_sector_dropout"
 FLAG_CAMERA_BLACK = "camera_black"
 FLAG_CAMERA_OVEREXPOSED = "camera_overexposed"
 FLAG_CAMERA_SKEW = "camera_time_skew"
+FLAG_CAMERA_BLURRED = "camera_blurred"
 
 
 def lidar_health(points: np.ndarray, cfg: FilterCfg) -> tuple[str | None, list[str]]:
@@ -71,10 +72,36 @@ def camera_health(images: dict[str, np.ndarray], lidar_ts_ns: int, camera_ts_ns:
             flags.append(f"{FLAG_CAMERA_BLACK}:{cam}")
         elif m > cfg.camera_overexposed_mean:
             flags.append(f"{FLAG_CAMERA_OVEREXPOSED}:{cam}")
+        elif sharpness(img) < cfg.camera_blur_var:
+            flags.append(f"{FLAG_CAMERA_BLURRED}:{cam}")
         ct = camera_ts_ns.get(cam, -1)
         if ct >= 0 and abs(ct - lidar_ts_ns) / 1e6 > cfg.max_camera_skew_ms:
             flags.append(f"{FLAG_CAMERA_SKEW}:{cam}")
     return flags
+
+
+def sharpness(img: np.ndarray, width: int = 640) -> float:
+    """Variance of the Laplacian of the grey image scaled to ``width`` px: low = blurred or featureless."""
+    from PIL import Image
+
+    p = Image.fromarray(img).convert("L")
+    if p.width != width:
+        p = p.resize((width, max(3, round(p.height * width / p.width))), Image.BILINEAR)
+    g = np.asarray(p, dtype=np.float32)
+    lap = -4 * g[1:-1, 1:-1] + g[:-2, 1:-1] + g[2:, 1:-1] + g[1:-1, :-2] + g[1:-1, 2:]
+    return float(lap.var())
+
+
+def scenario_tags(images: dict[str, np.ndarray], speed_mps: float, cfg: FilterCfg) -> tuple[list[str], float]:
+    """Scenario tags of a frame (``day``/``night`` from image brightness, ``speed:<bin>``) and its brightness."""
+    tags = []
+    brightness = float(np.mean([img.mean() for img in images.values()])) if images else float("nan")
+    if images:
+        tags.append("night" if brightness < cfg.night_brightness else "day")
+    names = ("stopped", "slow", "medium", "fast")
+    k = int(np.searchsorted(np.asarray(cfg.speed_bins_mps), speed_mps, side="right"))
+    tags.append(f"speed:{names[min(k, len(names) - 1)]}")
+    return tags, brightness
 
 
 def ego_speed_mps(timestamps_ns: np.ndarray, world_from_ego: np.ndarray) -> np.ndarray:

@@ -27,6 +27,7 @@ from labeler.geometry.camera import boxes_to_2d
 from labeler.io.tables import read_table, table_dir, write_part
 from labeler.logs.registry import open_log
 from labeler.pipeline import filters
+from labeler.pipeline.rules import compile_rules
 from labeler.pipeline.config import FilterCfg, ModelCfg, RenderCfg, ScoringCfg
 from labeler.pipeline.scoring import score_frame
 from labeler.schemas import BOXES_2D, PREDICTIONS_3D, to_table
@@ -113,6 +114,8 @@ def process_chunk(chunk: Chunk, run_id: str, run_dir: str, pipeline_version: str
     decisions = filters.pose_decisions(idx.timestamps_ns, idx.world_from_ego, fcfg)
     speed = filters.ego_speed_mps(idx.timestamps_ns, idx.world_from_ego)
     model = get_model(mcfg)
+    drop_rules = compile_rules(fcfg.drop_rules, "filter.drop_rules")
+    flag_rules = compile_rules(fcfg.flag_rules, "filter.flag_rules")
     res = ChunkResult(chunk, model_version=model.version)
     kept = []  # (frame, flags)
     for i in range(chunk.start, chunk.stop):
@@ -129,13 +132,19 @@ def process_chunk(chunk: Chunk, run_id: str, run_dir: str, pipeline_version: str
         cam_flags = filters.camera_health(frame.images, ts, frame.camera_timestamps_ns, fcfg)
         if drop is None and cam_flags and fcfg.drop_broken_camera_frames:
             drop = filters.DROP_CAMERA_BROKEN
+        tags, brightness = filters.scenario_tags(frame.images, float(speed[i]), fcfg)
+        fields = {"speed_mps": float(speed[i]), "num_points": int(len(frame.points)), "frame_index": i, "log_id": idx.log_id,
+                  "brightness": brightness, "hour": int(ts // 3_600_000_000_000 % 24), "tags": tags}
+        if drop is None:
+            drop = next((f"rule:{r.name}" for r in drop_rules if r(fields)), None)
         if drop is None:
             drop = decisions[i]
+        flags = flags + [f"rule:{r.name}" for r in flag_rules if r(fields)]
         T = frame.world_from_ego
         row = {"log_id": idx.log_id, "timestamp_ns": ts, "run_id": run_id, "frame_index": i,
                "lidar_file": frame.lidar_file, "num_points": int(len(frame.points)),
                "ego_x_m": float(T[0, 3]), "ego_y_m": float(T[1, 3]), "ego_yaw_rad": float(np.arctan2(T[1, 0], T[0, 0])),
-               "ego_speed_mps": float(speed[i]), "cameras": sorted(frame.images), "tags": [],
+               "ego_speed_mps": float(speed[i]), "cameras": sorted(frame.images), "tags": tags,
                "filter_reason": drop, "outcome": "filtered" if drop else "pending", "pipeline_version": pipeline_version}
         res.frames.append(row)
         if drop is None:

@@ -47,7 +47,7 @@ def _wrap_gap():
 def test_camera_health_black_overexposed_and_skew():
     imgs = {"front": np.full((10, 10, 3), 3, np.uint8), "back": np.full((10, 10, 3), 252, np.uint8), "left": np.full((10, 10, 3), 120, np.uint8)}
     flags = filters.camera_health(imgs, 1_000_000_000, {"front": 1_000_000_000, "back": 1_000_000_000, "left": 1_200_000_000}, FilterCfg())
-    assert flags == ["camera_overexposed:back", "camera_black:front", "camera_time_skew:left"]
+    assert flags == ["camera_overexposed:back", "camera_black:front", "camera_blurred:left", "camera_time_skew:left"]
 
 
 def test_pose_decisions_keyframes_and_stationary():
@@ -63,3 +63,19 @@ def test_pose_decisions_keyframes_and_stationary():
     assert still_kept == [100, 150]                       # one per 5 s while stopped
     assert all(d[i] == filters.DROP_STATIONARY for i in range(100, 200) if i not in still_kept)
     assert abs(filters.ego_speed_mps(ts, poses)[50] - 10.0) < 1e-9
+
+
+def test_blur_flag_and_scenario_tags():
+    from PIL import Image, ImageFilter
+
+    rng = np.random.default_rng(1)
+    sharp = (rng.integers(0, 2, (360, 640, 1)) * 200 + 20).repeat(3, axis=2).astype(np.uint8)
+    blurred = np.asarray(Image.fromarray(sharp).filter(ImageFilter.GaussianBlur(4)))
+    cfg = FilterCfg()
+    assert filters.sharpness(sharp) > cfg.camera_blur_var > filters.sharpness(blurred)
+    flags = filters.camera_health({"front": sharp, "back": blurred}, 0, {}, cfg)
+    assert flags == ["camera_blurred:back"]
+    tags, b = filters.scenario_tags({"front": np.full((4, 4, 3), 30, np.uint8)}, 7.0, cfg)
+    assert tags == ["night", "speed:medium"] and b == 30.0
+    assert filters.scenario_tags({}, 0.1, cfg)[0] == ["speed:stopped"]
+    assert filters.scenario_tags({"f": np.full((4, 4, 3), 130, np.uint8)}, 20.0, cfg)[0] == ["day", "speed:fast"]
