@@ -14,6 +14,12 @@ Layout of one log (a folder named after the log id)::
       corner_cases.parquet  (optional, simulator only) timestamp_ns, kind, track_id, detail
 
 File paths inside tables are relative to the log folder. Paths may be any fsspec URL.
+
+Row order and timestamps: the order of the rows in the tables carries no meaning. :func:`read_log_index`
+orders frames by ``timestamp_ns`` (stable sort, so rows written out of order are read in time order and are
+not an error). A timestamp that appears more than once is kept in the index: the first row in file order owns
+the timestamp (its camera rows and pose), every later row with the same timestamp is quarantined by the pipeline
+(``duplicate_timestamp``, naming that row's point file).
 """
 
 from __future__ import annotations
@@ -71,7 +77,7 @@ class LogIndex:
     log_id: str
     cameras: dict[str, CameraCalib]
     ego_from_lidar: np.ndarray
-    timestamps_ns: np.ndarray  # (F,) int64, sorted
+    timestamps_ns: np.ndarray  # (F,) int64, sorted (stable); duplicates kept, the first row owns the timestamp
     lidar_files: list[str]
     camera_files: dict[str, list[str | None]]  # camera -> per-frame relative file
     camera_timestamps_ns: dict[str, np.ndarray]
@@ -93,11 +99,14 @@ class LogIndex:
 def _read_json(fs, path: str, log: str) -> dict:
     try:
         with fs.open(path, "rb") as f:
-            return json.loads(f.read().decode("utf-8"))
+            data = json.loads(f.read().decode("utf-8"))
     except FileNotFoundError:
         raise InputError(path, "missing_file", f"log {log} lacks {posixpath.basename(path)}; re-export the log") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise InputError(path, "corrupt_json", f"cannot parse JSON ({e}); re-export the log") from None
+    if not isinstance(data, dict):
+        raise InputError(path, "corrupt_json", f"expected a JSON object, got {type(data).__name__}; re-export the log")
+    return data
 
 
 def _read_table(fs, path: str, required: tuple[str, ...], optional: bool = False) -> pa.Table | None:
@@ -130,6 +139,8 @@ def read_log_index(path: str) -> LogIndex:
         raise InputError(posixpath.join(path, "log.json"), "wrong_format", f"format is {meta.get('format')!r}, expected {FORMAT_NAME!r}")
     if int(meta.get("version", -1)) > FORMAT_VERSION:
         raise InputError(posixpath.join(path, "log.json"), "unsupported_version", f"version {meta.get('version')} is newer than this labeler ({FORMAT_VERSION}); upgrade labeler")
+    if not meta.get("log_id"):
+        raise InputError(posixpath.join(path, "log.json"), "bad_log_json", "log.json has no log_id; re-export the log")
     log_id = str(meta["log_id"])
     cal_path = posixpath.join(root, "calibration.json")
     cal = _read_json(fs, cal_path, path)
@@ -161,7 +172,9 @@ def read_log_index(path: str) -> LogIndex:
     camera_files: dict[str, list[str | None]] = {n: [None] * len(ts) for n in cameras}
     camera_ts: dict[str, np.ndarray] = {n: np.full(len(ts), -1, dtype=np.int64) for n in cameras}
     if cams is not None:
-        pos = {int(t): i for i, t in enumerate(ts)}
+        pos: dict[int, int] = {}
+        for i, t in enumerate(ts):
+            pos.setdefault(int(t), i)  # a duplicated timestamp's camera rows belong to its first frame
         for t, cam, f, it in zip(*(cams.column(c).to_pylist() for c in ("timestamp_ns", "camera", "image_file", "image_timestamp_ns"))):
             i = pos.get(int(t))
             if i is not None and cam in camera_files:

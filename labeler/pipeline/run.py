@@ -115,7 +115,35 @@ def ensure_input(cfg: PipelineConfig, progress: bool = True) -> list[tuple[str, 
         logs = find_logs(logs_url, cfg.input.format)
     if not logs:
         raise ConfigError(f"no native logs found under {logs_url}; point input.logs at a folder of logs or enable simulate")
+    if cfg.input.format in ("auto", "", None):
+        logs += _unrecognized_folders(logs_url, logs)
     return logs
+
+
+def _unrecognized_folders(root: str, logs: list[tuple[str, str]]) -> list[tuple[str, None]]:
+    """Folders directly under ``root`` that hold no detected log, as ``(path, None)``: auto-detection fails on them
+    again in :func:`steps.inspect_log`, which quarantines each as a whole log (cause ``unknown_format``) instead of
+    skipping it silently. Hidden folders (``.name``, ``_name``) are ignored."""
+    import fsspec
+
+    root = root.rstrip("/")
+    if any(p.rstrip("/") == root for p, _ in logs):
+        return []
+    try:
+        fs, p = fsspec.core.url_to_fs(root)
+        entries = sorted(fs.ls(p, detail=False))
+    except (OSError, ValueError):
+        return []
+    out: list[tuple[str, None]] = []
+    for entry in entries:
+        name = entry.rstrip("/").rsplit("/", 1)[-1]
+        child = f"{root}/{name}"
+        if name.startswith((".", "_")) or not fs.isdir(entry):
+            continue
+        if any(l.rstrip("/") == child or l.startswith(child + "/") for l, _ in logs):
+            continue
+        out.append((child, None))
+    return out
 
 
 def _studio_client(cfg: PipelineConfig):

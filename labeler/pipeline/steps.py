@@ -121,8 +121,11 @@ def process_chunk(chunk: Chunk, run_id: str, run_dir: str, pipeline_version: str
     for i in range(chunk.start, chunk.stop):
         ts = int(idx.timestamps_ns[i])
         try:
-            if i > 0 and ts <= int(idx.timestamps_ns[i - 1]):
-                raise InputError(idx.lidar_file(i), "timestamp_out_of_order", "timestamp is not after the previous frame's", ts)
+            # readers return frames sorted by time (stable): a repeated timestamp belongs to its first frame
+            if i > 0 and ts == int(idx.timestamps_ns[i - 1]):
+                raise InputError(idx.lidar_file(i), "duplicate_timestamp", "another frame of the log has the same timestamp; the first one is kept", ts)
+            if i > 0 and ts < int(idx.timestamps_ns[i - 1]):
+                raise InputError(idx.lidar_file(i), "timestamp_out_of_order", "timestamp is before the previous frame's", ts)
             frame = idx.load_frame(i)
         except InputError as e:
             res.quarantine.append({"log_id": idx.log_id, "timestamp_ns": ts, "run_id": run_id, "file": e.file,
@@ -200,7 +203,9 @@ def prepare_review(chunk: Chunk, timestamps_ns: list[int], priorities: list[floa
     flt = [("timestamp_ns", "in", sorted(wanted))] if wanted else None
     preds = _read_part(run_dir, PREDICTIONS_3D.name, chunk.part, flt)
     p2d = _read_part(run_dir, BOXES_2D.name, chunk.part, flt)
-    pos = {int(t): i for i, t in enumerate(idx.timestamps_ns)}
+    pos: dict[int, int] = {}
+    for i, t in enumerate(idx.timestamps_ns):
+        pos.setdefault(int(t), i)  # a duplicated timestamp: the first frame is the one kept
     out = []
     for ts, prio, why in zip(timestamps_ns, priorities, reasons):
         i = pos[int(ts)]
