@@ -23,7 +23,8 @@ class StudioServer:
 
 @pytest.fixture(scope="session")
 def studio(tmp_path_factory) -> StudioServer:
-    """The server given by env LABEL_STUDIO_URL + LABEL_STUDIO_API_KEY, else a fresh one started for the session.
+    """The server given by env LABEL_STUDIO_URL + LABEL_STUDIO_API_KEY, else the one `labeler studio up` started in
+    env LABELER_STUDIO_STATE (what .ci/run does), else a fresh one started for the session.
 
     With an external server, ``document_root`` is env LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT (tests needing
     local files skip without it). A started one lives in a session tmp state dir (first start ~60 s) and is stopped
@@ -36,6 +37,16 @@ def studio(tmp_path_factory) -> StudioServer:
         yield StudioServer(url.rstrip("/"), key, state, Path(root) if root else None, False, 0.0)
         return
     from labeler.studio.server import free_port, start_server, stop_server
+
+    ci_state = os.environ.get("LABELER_STUDIO_STATE")
+    if ci_state:
+        # a server .ci/run started with `labeler studio up --state $LABELER_STUDIO_STATE`: reuse it (and its state dir,
+        # so the server-management tests run against it too); .ci/run stops it
+        t0 = time.monotonic()
+        info = start_server(Path(ci_state), wait_s=300)
+        yield StudioServer(info.url, info.token_file.read_text().strip(), Path(ci_state), Path(ci_state), True,
+                           time.monotonic() - t0, info.log_file)
+        return
 
     state = tmp_path_factory.mktemp("studio-state")
     t0 = time.monotonic()

@@ -168,6 +168,9 @@ def _image_size(fs, path: str, display: str, frame: int | None) -> tuple[int, in
 class KittiObjectLog:
     """A KITTI object split folder as a :class:`labeler.logs.base.LogSource` (see module docstring)."""
 
+    has_poses = False     # no ego poses in this format: the stationary filter cannot apply
+    sequential = False     # frames form a time sequence (keyframe subsampling applies)
+
     path: str
     log_id: str
     ids: list[str]

@@ -417,6 +417,9 @@ class SustechSequence:
     least one image (its size); cameras with calibration but no images are left out.
     """
 
+    has_poses = False     # no ego poses in this format: the stationary filter cannot apply
+    sequential = True     # frames form a time sequence (keyframe subsampling applies)
+
     path: str
     log_id: str
     stems: list[str]

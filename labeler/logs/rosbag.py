@@ -242,6 +242,9 @@ def _sidecar(path: str) -> tuple[dict | None, str]:
 class RosbagLog:
     """A ROS 1 / ROS 2 bag as a :class:`labeler.logs.base.LogSource` (see module docstring)."""
 
+    has_poses = False     # no ego poses in this format: the stationary filter cannot apply
+    sequential = True     # frames form a time sequence (keyframe subsampling applies)
+
     path: str
     log_id: str
     lidar_topic: str

@@ -99,8 +99,11 @@ def scenario_tags(images: dict[str, np.ndarray], speed_mps: float, cfg: FilterCf
     if images:
         tags.append("night" if brightness < cfg.night_brightness else "day")
     names = ("stopped", "slow", "medium", "fast")
-    k = int(np.searchsorted(np.asarray(cfg.speed_bins_mps), speed_mps, side="right"))
-    tags.append(f"speed:{names[min(k, len(names) - 1)]}")
+    if np.isfinite(speed_mps):
+        k = int(np.searchsorted(np.asarray(cfg.speed_bins_mps), speed_mps, side="right"))
+        tags.append(f"speed:{names[min(k, len(names) - 1)]}")
+    else:
+        tags.append("speed:unknown")
     return tags, brightness
 
 
@@ -114,14 +117,19 @@ def ego_speed_mps(timestamps_ns: np.ndarray, world_from_ego: np.ndarray) -> np.n
     return np.linalg.norm(v[:, :2], axis=1)
 
 
-def pose_decisions(timestamps_ns: np.ndarray, world_from_ego: np.ndarray, cfg: FilterCfg) -> list[str | None]:
+def pose_decisions(timestamps_ns: np.ndarray, world_from_ego: np.ndarray, cfg: FilterCfg,
+                   poses_known: bool = True, sequential: bool = True) -> list[str | None]:
     """Per frame: None (keep), ``stationary_duplicate`` or ``not_keyframe``, from the poses alone.
 
     While the ego is stationary (speed < ``stationary_speed_mps``) one frame per ``stationary_keep_every_s``
     is kept; otherwise at most ``keyframe_hz`` frames per second are kept (the first frame in each slot).
+    Logs without poses skip the stationary test; frames that are not a time sequence (e.g. KITTI object
+    samples) are all kept.
     """
     ts = np.asarray(timestamps_ns, dtype=np.int64)
-    speed = ego_speed_mps(ts, world_from_ego)
+    if not sequential:
+        return [None] * len(ts)
+    speed = ego_speed_mps(ts, world_from_ego) if poses_known else np.full(len(ts), np.inf)
     out: list[str | None] = []
     period_ns = int(1e9 / cfg.keyframe_hz)
     still_period_ns = int(cfg.stationary_keep_every_s * 1e9)

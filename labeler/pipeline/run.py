@@ -7,6 +7,7 @@ render review assets (per chunk)  ->  push to Label Studio (driver)  ->  write t
 from __future__ import annotations
 
 import contextlib
+import logging
 import datetime as dt
 import os
 import uuid
@@ -82,7 +83,7 @@ def dask_client(cfg: PipelineConfig):
         return
     with LocalCluster(n_workers=cfg.dask.n_workers, threads_per_worker=cfg.dask.threads_per_worker,
                       memory_limit=cfg.dask.memory_limit, processes=True, dashboard_address=None,
-                      host="127.0.0.1") as cluster, Client(cluster) as client:
+                      host="127.0.0.1", silence_logs=logging.ERROR) as cluster, Client(cluster) as client:
         yield client
 
 
@@ -245,7 +246,7 @@ def _push(cfg: PipelineConfig, tasks, run_id: str, summary: RunSummary, echo) ->
     client, url = _studio_client(cfg)
     cameras = sorted({v.name for t in tasks for v in t.cameras})
     pid = ensure_project(client, cfg.studio.project_title, list(CLASSES), cameras)
-    doc_root = os.environ.get("LABEL_STUDIO_DOCUMENT_ROOT") or cfg.state_dir
+    doc_root = os.environ.get("LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT") or cfg.state_dir
     asset_root = str(Path(cfg.output_dir) / "assets")
     ensure_local_storage(client, pid, asset_root, doc_root)
     pushed = push_tasks(client, pid, tasks, document_root=doc_root)

@@ -111,8 +111,10 @@ def process_chunk(chunk: Chunk, run_id: str, run_dir: str, pipeline_version: str
                   mcfg: ModelCfg, scfg: ScoringCfg) -> ChunkResult:
     """Ingest, filter, pre-label, project and score frames [start, stop) of one log."""
     idx = _index(chunk.log_path, chunk.format)
-    decisions = filters.pose_decisions(idx.timestamps_ns, idx.world_from_ego, fcfg)
-    speed = filters.ego_speed_mps(idx.timestamps_ns, idx.world_from_ego)
+    poses_known = bool(getattr(idx, "has_poses", True))
+    decisions = filters.pose_decisions(idx.timestamps_ns, idx.world_from_ego, fcfg, poses_known,
+                                       bool(getattr(idx, "sequential", True)))
+    speed = filters.ego_speed_mps(idx.timestamps_ns, idx.world_from_ego) if poses_known else np.full(len(idx), np.nan)
     model = get_model(mcfg)
     drop_rules = compile_rules(fcfg.drop_rules, "filter.drop_rules")
     flag_rules = compile_rules(fcfg.flag_rules, "filter.flag_rules")

@@ -58,7 +58,7 @@ def _tasks(client, pid):
 
 @pytest.mark.studio
 @pytest.mark.slow
-def test_nightly_job_into_label_studio(sim_logs, studio, studio_client, tmp_path):
+def test_nightly_job_into_label_studio(sim_logs, studio, studio_client, tmp_path, monkeypatch):
     root, _ = sim_logs
     state = Path(str(studio.document_root)) / f"pipeline-{os.getpid()}-{time.time_ns()}"
     logs = _copy_logs(root, state / "logs")
@@ -66,8 +66,10 @@ def test_nightly_job_into_label_studio(sim_logs, studio, studio_client, tmp_path
     overrides = {"night": "test-night", "studio.project_title": f"test nightly {time.time_ns()}",
                  "studio.url": studio.url, "simulate.enabled": False, "input.chunk_frames": 25,
                  "selection.budget_fraction": 0.3, "filter.keyframe_hz": 5.0}
-    os.environ["LABEL_STUDIO_API_KEY"] = studio.api_key
-    os.environ["LABEL_STUDIO_DOCUMENT_ROOT"] = str(studio.document_root)
+    if studio.document_root is None:
+        pytest.skip("the external Label Studio's document root is unknown: set LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT")
+    monkeypatch.setenv("LABEL_STUDIO_API_KEY", studio.api_key)
+    monkeypatch.setenv("LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT", str(studio.document_root))
     cfg = load_config(REPO / "pipelines" / "nightly.yaml", overrides).resolved(str(state))
     s1 = run_pipeline(cfg, progress=False)
 
@@ -122,15 +124,15 @@ def test_nightly_job_into_label_studio(sim_logs, studio, studio_client, tmp_path
     assert len(_tasks(studio_client, s1.project_id)) == len(tasks)
 
     # the analyst notebook runs on this run's tables
-    _run_notebook(run_dir, tmp_path)
+    monkeypatch.setenv("LABELER_RUN_DIR", str(run_dir))
+    _run_notebook(tmp_path)
 
 
-def _run_notebook(run_dir: str, tmp_path: Path) -> None:
+def _run_notebook(tmp_path: Path) -> None:
     import nbformat
     from nbclient import NotebookClient
 
     nb = nbformat.read(REPO / "notebooks" / "run_overview.ipynb", as_version=4)
-    os.environ["LABELER_RUN_DIR"] = str(run_dir)
     NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(REPO / "notebooks")}}).execute()
     images = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
     assert len(images) >= 2, "the notebook should draw the funnel and the score plots"
