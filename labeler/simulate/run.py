@@ -8,13 +8,16 @@ Everything is a deterministic function of the seed (numpy Generators only, no cl
 
 from __future__ import annotations
 
+import json
 import os
 import posixpath
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass, replace
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, replace
 
 import fsspec
-import multiprocessing as mp
 import numpy as np
 
 from labeler.geometry.boxes import count_points_in_boxes
@@ -184,16 +187,58 @@ def _record_corner_cases(writer: NativeLogWriter, plan, i: int, ts: int, boxes, 
         writer.add_corner_case(ts, "stationary", None, corner_detail(stopped_s=round(len(plan.stationary) / rate_hz, 2)))
 
 
-def _worker(args) -> str:
-    out_root, log_id, seed, cfg, threads = args
-    return simulate_log(out_root, log_id, seed, cfg, threads=threads)
+def _cfg_to_json(cfg: SimConfig) -> str:
+    return json.dumps(asdict(cfg))
+
+
+def _cfg_from_json(text: str) -> SimConfig:
+    d = json.loads(text)
+    return SimConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+
+
+def _worker_main(argv: list[str] | None = None) -> None:
+    """Entry point of a worker process: ``argv`` = [out_root, log_id, seed, cfg JSON, threads]."""
+    out_root, log_id, seed, cfg, threads = argv if argv is not None else sys.argv[1:]
+    simulate_log(out_root, log_id, int(seed), _cfg_from_json(cfg), threads=int(threads))
+
+
+class _Worker:
+    """One log simulated in a fresh Python process (no fork of a threaded parent, no ``__main__`` guard needed)."""
+
+    def __init__(self, job: tuple, threads: int):
+        base, log_id, seed, cfg = job
+        env = dict(os.environ)
+        env.update({k: str(threads) for k in _BLAS_ENV})  # the cores are shared by the worker processes
+        pkg_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        env["PYTHONPATH"] = os.pathsep.join([pkg_root] + [p for p in [env.get("PYTHONPATH")] if p])
+        self.log_id = log_id
+        self.err = tempfile.TemporaryFile()
+        cmd = [sys.executable, "-c", "from labeler.simulate.run import _worker_main; _worker_main()",
+               base, log_id, str(seed), _cfg_to_json(cfg), str(threads)]
+        self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=self.err)
+
+    def done(self) -> bool:
+        if self.proc.poll() is None:
+            return False
+        if self.proc.returncode != 0:
+            self.err.seek(0)
+            tail = self.err.read().decode("utf-8", "replace")[-3000:]
+            raise RuntimeError(f"simulating log {self.log_id} failed (exit {self.proc.returncode}):\n{tail}")
+        self.err.close()
+        return True
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self.err.close()
 
 
 def simulate_logs(out_root: str, num_logs: int = 10, seed: int = 0, cfg: SimConfig = SimConfig(), workers: int = 2,
                   progress: bool = True) -> list[str]:
-    """Simulate ``num_logs`` logs named ``sim-<seed:04d>-<i:03d>`` (per-log seed :func:`log_seed`) in
-    ``workers`` processes. Logs that already exist complete are kept, so re-runs are cheap. With
-    ``cfg.corner_cases``, log ``i`` always gets the kinds :func:`batch_kinds` (i) besides its random ones.
+    """Simulate ``num_logs`` logs named ``sim-<seed:04d>-<i:03d>`` (per-log seed :func:`log_seed`), up to
+    ``workers`` at a time in separate processes. Logs that already exist complete are kept, so re-runs are cheap.
+    With ``cfg.corner_cases``, log ``i`` always gets the kinds :func:`batch_kinds` (i) besides its random ones.
 
     Returns:
         The log paths in index order.
@@ -208,27 +253,26 @@ def simulate_logs(out_root: str, num_logs: int = 10, seed: int = 0, cfg: SimConf
             for i, n in enumerate(names) if not is_complete(base + "/" + n)]
     bar = tqdm(total=num_logs, initial=num_logs - len(todo), desc="simulate", unit="log", disable=not progress)
     try:
-        if workers <= 1 or len(todo) <= 1:
-            for job in todo:
-                _worker((*job, 0))
+        if workers <= 1:
+            for b, n, sd, c in todo:
+                simulate_log(b, n, sd, c)
                 bar.update(1)
         else:
             threads = max(1, (os.cpu_count() or 1) // workers)
-            # workers start fresh (spawn) with single-threaded BLAS: the cores are shared by the processes
-            saved = {k: os.environ.get(k) for k in _BLAS_ENV}
-            os.environ.update({k: str(threads) for k in _BLAS_ENV})
+            running: list[_Worker] = []
             try:
-                with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as ex:
-                    futs = [ex.submit(_worker, (*job, threads)) for job in todo]
-                    for f in as_completed(futs):
-                        f.result()
+                while todo or running:
+                    while todo and len(running) < workers:
+                        running.append(_Worker(todo.pop(0), threads))
+                    finished = [w for w in running if w.done()]
+                    for w in finished:
+                        running.remove(w)
                         bar.update(1)
+                    if not finished:
+                        time.sleep(0.1)
             finally:
-                for k, v in saved.items():
-                    if v is None:
-                        os.environ.pop(k, None)
-                    else:
-                        os.environ[k] = v
+                for w in running:
+                    w.kill()
     finally:
         bar.close()
     return [base + "/" + n for n in names]

@@ -30,9 +30,9 @@ from labeler.geometry.transforms import invert, pose_from_xyz_yaw
 CORNER_KINDS: tuple[str, ...] = (
     "rare_class", "odd_size", "lidar_sector_dropout", "camera_black", "camera_overexposed", "stationary",
 )
-# probability that a log (with cfg.corner_cases) gets each kind
-CORNER_PROB = {"rare_class": 0.55, "odd_size": 0.55, "lidar_sector_dropout": 0.55, "camera_black": 0.45,
-               "camera_overexposed": 0.45, "stationary": 0.5}
+# probability that a log (with cfg.corner_cases) gets each kind; simulate_logs adds two kinds per log in rotation
+CORNER_PROB = {"rare_class": 0.3, "odd_size": 0.35, "lidar_sector_dropout": 0.35, "camera_black": 0.25,
+               "camera_overexposed": 0.25, "stationary": 0.25}
 
 # ----------------------------------------------------------------------------------------------- materials
 MATERIALS: tuple[str, ...] = ("ground", "sidewalk", "curb", "building", "wall", "pole", "trunk", "foliage", "sign",
@@ -860,80 +860,118 @@ def _smooth_profile(rng, duration: float, lo: float, hi: float, knot_s: float = 
     return f
 
 
+class _Builder:
+    """State shared while one scenario is built: the random stream, road, frame times, accepted actors."""
+
+    def __init__(self, rng: np.random.Generator, road: Road, times: np.ndarray, plan: CornerPlan):
+        self.rng, self.road, self.times, self.plan = rng, road, times, plan
+        self.F = len(times)
+        self.dur = float(times[-1]) + (times[1] - times[0] if len(times) > 1 else 0.1)
+        self.actors: list[Actor] = []
+        self.occ = Occupancy()
+
+    def add(self, category: str, size, pose: np.ndarray, role: str, variant: str = "", check: bool = True,
+            corner: str | None = None) -> Actor | None:
+        """Add an actor unless (``check``) it would overlap an accepted one in some frame."""
+        if check and not self.occ.free(pose, size[0], size[1]):
+            return None
+        a = Actor(f"trk-{len(self.actors) + 1:04d}", category, tuple(size), actor_mesh(category, *size, self.rng, variant), pose, role)
+        self.actors.append(a)
+        self.occ.add(pose, size[0], size[1])
+        if corner:
+            self.plan.tracks[a.track_id] = corner
+        return a
+
+    def static_pose(self, s: float, d: float, z: float, yaw_off: float = 0.0) -> np.ndarray:
+        """Pose (F, 4) of something standing still at road coordinates (s, d), heading along the road + yaw_off."""
+        x, y, h = self.road.to_world(np.array([s]), np.array([d]))
+        return np.tile([x[0], y[0], z, float(wrap_angle(h[0] + yaw_off))], (self.F, 1))
+
+    def crossing(self, size, s_cross: float, t_start: float, speed: float, direction: float, wait_d: float = 0.5) -> np.ndarray:
+        """Pose (F, 4) of a walker waiting on one curb, crossing the road at ``s_cross`` from ``t_start``
+        (direction +1: right -> left side) and walking on along the far sidewalk."""
+        road, times = self.road, self.times
+        d_from = -(road.road_half(0) + wait_d) if direction > 0 else road.road_half(1) + wait_d
+        d_to = road.road_half(1) + 1.8 if direction > 0 else -(road.road_half(0) + 1.8)
+        T = abs(d_to - d_from) / speed
+        d = d_from + (d_to - d_from) * np.clip((times - t_start) / T, 0, 1)
+        s = s_cross + np.clip(times - t_start - T, 0, None) * speed * 0.9 * float(self.rng.choice([-1, 1]))
+        x, y, h = road.to_world(s, d)
+        yaw = motion_yaw(x, y, h + np.pi / 2 * direction)
+        on_walk = np.abs(d) > np.where(d < 0, road.road_half(0), road.road_half(1))
+        z = np.where(on_walk, CURB_H, 0.0) + size[2] / 2
+        return np.c_[x, y, z, wrap_angle(yaw)]
+
+
 def build_scenario(rng: np.random.Generator, duration_s: float, rate_hz: float, max_range_m: float,
                    cameras: tuple[str, ...], corner_cases: bool, forced_kinds=()) -> Scenario:
     """Road, static world, traffic, pedestrians, ego motion and corner cases of one log (deterministic in ``rng``)."""
-    n_frames = max(1, int(round(duration_s * rate_hz)))
-    times = np.arange(n_frames) / rate_hz
+    times = np.arange(max(1, int(round(duration_s * rate_hz)))) / rate_hz
     dur = float(times[-1]) + 1.0 / rate_hz
     kinds = choose_corner_kinds(rng, corner_cases, duration_s, forced_kinds)
     plan = CornerPlan(kinds=set(kinds))
-    v_max = 15.0
-    view = max_range_m + 60.0
-    roi_lo, roi_hi = -view - 20.0, v_max * dur + view + 20.0  # s range anything can be seen from the ego
+    v_max, view = 15.0, max_range_m + 60.0
+    roi = (-view - 20.0, v_max * dur + view + 20.0)  # arc lengths anything can be seen from the ego
     span = v_max * dur + 60.0
-    road = Road(rng, roi_lo - span - 80, roi_hi + span + 80)
+    road = Road(rng, roi[0] - span - 80, roi[1] + span + 80)
     ego_lane = int(rng.integers(road.n_lanes))
-    stop_mode = None
-    if "stationary" in kinds:
+    stop_mode = s_line = None
+    if "stationary" in kinds:  # a red light: the ego waits at the stop line from the start, or stops on the way
         stop_mode = "mid" if dur >= 15 and rng.random() < 0.6 else "start"
-    s_line = None
-    if stop_mode == "start":
-        s_line = EGO_SIZE[0] / 2 + rng.uniform(1.8, 2.6)
-    elif stop_mode == "mid":
-        s_line = rng.uniform(35, 70)
+        s_line = EGO_SIZE[0] / 2 + rng.uniform(1.8, 2.6) if stop_mode == "start" else rng.uniform(35, 70)
+        road.crosswalks.append(float(s_line + 1.0))
     elif rng.random() < 0.5:
         road.crosswalks.append(float(rng.uniform(10, max(12.0, 10 * dur))))
-    if s_line is not None:
-        road.crosswalks.append(float(s_line + 1.0))
-    static = build_static(road, rng, roi_lo, roi_hi)
+    static = build_static(road, rng, *roi)
+    b = _Builder(rng, road, times, plan)
+    ego_pose, ego_v, ego_s, red_until = _traffic(b, roi, span, ego_lane, stop_mode, s_line, "odd_size" in kinds)
+    _parked(b, roi)
+    _cones(b, ego_s)
+    _walkers(b, roi)
+    _crossers(b, stop_mode, red_until, ego_s)
+    if "rare_class" in kinds:
+        _animal(b, ego_s)
+    _sensor_corner_cases(b, kinds, cameras, ego_v, rate_hz)
+    elev, azim = rng.uniform(np.deg2rad(25), np.deg2rad(65)), rng.uniform(-np.pi, np.pi)
+    sun = np.array([np.cos(elev) * np.cos(azim), np.cos(elev) * np.sin(azim), np.sin(elev)])
+    return Scenario(times, road, static, b.actors, ego_pose, ego_v, sun, plan)
 
-    # ---- lanes: IDM traffic, ego in a forward lane
+
+def _traffic(b: _Builder, roi, span: float, ego_lane: int, stop_mode, s_line, odd_size: bool):
+    """IDM traffic in every lane (cars/trucks/buses, cyclists in the bike lanes), the ego in forward lane
+    ``ego_lane``, an optional red light at ``s_line`` and an optional odd-size vehicle. Returns the ego pose
+    (F, 4), speed (F,) and arc length (F,), and the time the light turns green."""
+    rng, road, times, dur = b.rng, b.road, b.times, b.dur
     mix = {"car": 0.8, "truck": 0.12, "bus": 0.08}
     density = rng.uniform(12, 45)
     ego_prof = _smooth_profile(rng, dur, 6.5, 14.0)
     odd = None
-    if "odd_size" in kinds:
+    if odd_size:
         odd = "articulated" if rng.random() < 0.55 else "microcar"
-    actors: list[Actor] = []
-    occ = Occupancy()
-    tid = [0]
-
-    def new_tid() -> str:
-        tid[0] += 1
-        return f"trk-{tid[0]:04d}"
-
-    lane_specs = []  # (side, d, is_bike)
-    for side in (0, 1):
-        for k in range(road.n_lanes):
-            lane_specs.append((side, k, False))
-        lane_specs.append((side, -1, True))
+    lane_specs = [(side, k, False) for side in (0, 1) for k in range(road.n_lanes)]
+    lane_specs = lane_specs[:road.n_lanes] + [(0, -1, True)] + lane_specs[road.n_lanes:] + [(1, -1, True)]
     odd_lane = None
     if odd is not None and (odd == "articulated" or rng.random() < 0.5):
         cands = [i for i, (sd, k, bike) in enumerate(lane_specs) if not bike and not (sd == 0 and k == ego_lane)]
-        odd_lane = cands[rng.integers(len(cands))] if cands else None
-        if odd_lane is None:
-            odd_lane = next(i for i, (sd, k, bike) in enumerate(lane_specs) if not bike)
-    ego_track = None
-    lane_results = []
+        odd_lane = cands[rng.integers(len(cands))]
+    lanes = []
     for li, (side, k, bike) in enumerate(lane_specs):
-        sign = 1.0 if side == 0 else -1.0  # p = sign * s
-        p_lo = sign * roi_lo if side == 0 else -roi_hi - span
-        p_hi = roi_hi if side == 0 else -roi_lo
+        sign = 1.0 if side == 0 else -1.0  # lane progress p = sign * s
+        p_lo = roi[0] if side == 0 else -roi[1] - span
+        p_hi = roi[1] if side == 0 else -roi[0]
         p_line = None if s_line is None else (s_line if side == 0 else -(s_line + 6.0))
         queue = (p_line - 60.0, p_line) if (stop_mode == "start" and side == 0) else None
         if bike:
             vs = populate_lane(rng, p_lo, p_hi, {"cyclist": 1.0}, rng.uniform(4.0, 6.5), rng.uniform(60, 160), queue)
         else:
             vs = populate_lane(rng, p_lo, p_hi, mix, rng.uniform(9.0, 14.0), density, queue)
-        is_ego_lane = side == 0 and k == ego_lane and not bike
-        if is_ego_lane:
+        if side == 0 and k == ego_lane and not bike:
             clear = 25.0 if stop_mode != "start" else 4.0
             vs = [v for v in vs if abs(v.p0) > clear + v.size[0] / 2 + EGO_SIZE[0] / 2]
             if stop_mode == "start":
                 vs = [v for v in vs if v.p0 < 0 or v.p0 > s_line + 5]
-            ego_v = 0.0 if stop_mode == "start" else float(ego_prof(0.0)) * 0.9
-            vs.append(LaneVehicle("car", EGO_SIZE, 0.0, ego_v, 0.0, is_ego=True))
+            ego_v0 = 0.0 if stop_mode == "start" else float(ego_prof(0.0)) * 0.9
+            vs.append(LaneVehicle("car", EGO_SIZE, 0.0, ego_v0, 0.0, is_ego=True))
         if li == odd_lane:
             l = rng.uniform(16.0, 19.5) if odd == "articulated" else rng.uniform(2.3, 2.6)
             size = (l, 2.55, rng.uniform(3.8, 4.1)) if odd == "articulated" else (l, rng.uniform(1.4, 1.5), rng.uniform(1.45, 1.55))
@@ -951,20 +989,13 @@ def build_scenario(rng: np.random.Generator, duration_s: float, rate_hz: float, 
                 out[e] = ego_prof(t)
             return out[order]
 
-        lane_results.append((side, k, bike, vs, v_des_fn, p_line, rng.uniform(0, 2 * np.pi, len(vs))))
+        lanes.append((side, k, bike, vs, v_des_fn, p_line, rng.uniform(0, 2 * np.pi, len(vs))))
 
-    red_until = 1e9
-    if stop_mode == "start":
-        red_until = rng.uniform(4.6, 7.5)
-    ego_lane_idx = next(i for i, (sd, k, bike, *_) in enumerate(lane_results) if sd == 0 and k == ego_lane and not bike)
-
-    def run_lane(li, red):
-        side, k, bike, vs, fn, p_line, _ = lane_results[li]
-        return idm(vs, times, fn, p_line, red)
-
-    if stop_mode == "mid":
-        P, V = run_lane(ego_lane_idx, 1e9)
-        e = next(i for i, v in enumerate(lane_results[ego_lane_idx][3]) if v.is_ego)
+    red_until = rng.uniform(4.6, 7.5) if stop_mode == "start" else 1e9
+    if stop_mode == "mid":  # find when the ego stands at the red light, then let it wait 4.6 - 7.5 s
+        li = next(i for i, (sd, k, bike, *_) in enumerate(lanes) if sd == 0 and k == ego_lane and not bike)
+        _, V = idm(lanes[li][3], times, lanes[li][4], lanes[li][5], 1e9)
+        e = next(i for i, v in enumerate(lanes[li][3]) if v.is_ego)
         stopped = np.nonzero(V[:, e] == 0.0)[0]
         if len(stopped) and times[stopped[0]] + 4.6 <= dur - 0.3:
             red_until = float(times[stopped[0]] + rng.uniform(4.6, 7.5))
@@ -973,60 +1004,51 @@ def build_scenario(rng: np.random.Generator, duration_s: float, rate_hz: float, 
     if s_line is None:
         red_until = 0.0
 
-    ego_s = ego_v = None
-    for li, (side, k, bike, vs, fn, p_line, wob) in enumerate(lane_results):
-        P, V = run_lane(li, red_until)
+    ego = None
+    for side, k, bike, vs, fn, p_line, wob in lanes:
+        P, V = idm(vs, times, fn, p_line, red_until)
         sign = 1.0 if side == 0 else -1.0
         for j, veh in enumerate(vs):
             s = sign * P[:, j]
-            d0 = road.bike_d(side) if bike else road.lane_d(side, k)
-            amp = 0.06 if bike else 0.12
-            d = d0 + amp * np.sin(s / 23.0 + wob[j])
-            dd = amp / 23.0 * np.cos(s / 23.0 + wob[j])
+            amp = 0.06 if bike else 0.12  # slow lateral wander inside the lane
+            d = (road.bike_d(side) if bike else road.lane_d(side, k)) + amp * np.sin(s / 23.0 + wob[j])
             x, y, h = road.to_world(s, d)
-            yaw = h + np.arctan(dd) + (0.0 if side == 0 else np.pi)
+            yaw = wrap_angle(h + np.arctan(amp / 23.0 * np.cos(s / 23.0 + wob[j])) + (0.0 if side == 0 else np.pi))
             if veh.is_ego:
-                ego_s, ego_v = s, V[:, j]
-                ego_pose = np.c_[x, y, np.zeros_like(x), wrap_angle(yaw)]
-                occ.add(ego_pose, EGO_SIZE[0], EGO_SIZE[1])
-                continue
-            pose = np.c_[x, y, np.full_like(x, veh.size[2] / 2), wrap_angle(yaw)]
-            a = Actor(new_tid(), veh.category, veh.size, actor_mesh(veh.category, *veh.size, rng, veh.variant), pose, "lane")
-            actors.append(a)
-            occ.add(pose, veh.size[0], veh.size[1])
-            if veh.variant:
-                plan.tracks[a.track_id] = "odd_size"
-    assert ego_s is not None
+                ego = (np.c_[x, y, np.zeros_like(x), yaw], V[:, j], s)
+                b.occ.add(ego[0], EGO_SIZE[0], EGO_SIZE[1])
+            else:
+                b.add(veh.category, veh.size, np.c_[x, y, np.full_like(x, veh.size[2] / 2), yaw], "lane", veh.variant,
+                      check=False, corner="odd_size" if veh.variant else None)
+    if odd == "microcar" and odd_lane is None:  # parked instead
+        _parked_microcar(b, ego[2])
+    return ego[0], ego[1], ego[2], red_until
 
-    F = len(times)
-    ego_s0, ego_s1 = float(ego_s.min()), float(ego_s.max())
 
-    def static_pose(s, d, z, yaw_off=0.0):
-        x, y, h = road.to_world(np.array([s]), np.array([d]))
-        return np.tile([x[0], y[0], z, float(wrap_angle(h[0] + yaw_off))], (F, 1))
+def _parked_microcar(b: _Builder, s_ego: np.ndarray) -> None:
+    """Corner case ``odd_size`` as a ~2.5 m microcar parked ahead of the ego."""
+    road, rng = b.road, b.rng
+    side = int(np.argmax(road.park_w)) if max(road.park_w) > 0 else None
+    size = (rng.uniform(2.3, 2.6), rng.uniform(1.4, 1.5), rng.uniform(1.45, 1.55))
+    for _try in range(40):
+        s = rng.uniform(s_ego[0] + 8, s_ego[-1] + 40)
+        if side is not None:  # in the parking lane
+            pose = b.static_pose(s, road.park_d(side) - np.sign(road.park_d(side)) * 0.1, size[2] / 2, 0.0 if side == 0 else np.pi)
+        else:  # no parking lane: half up on the sidewalk
+            pose = b.static_pose(s, -(road.road_half(0) + 1.0), CURB_H + size[2] / 2)
+        if b.add("car", size, pose, "parked", corner="odd_size"):
+            return
 
-    # ---- parked vehicles
+
+def _parked(b: _Builder, roi) -> None:
+    """Cars (and a few vans) parked along the parking lanes, none near a crosswalk."""
+    road, rng = b.road, b.rng
     cws = np.array(road.crosswalks)
-    if odd == "microcar" and odd_lane is None:
-        side = int(np.argmax(road.park_w)) if max(road.park_w) > 0 else None
-        size = (rng.uniform(2.3, 2.6), rng.uniform(1.4, 1.5), rng.uniform(1.45, 1.55))
-        for _try in range(40):
-            s = rng.uniform(ego_s0 + 8, ego_s1 + 40)
-            if side is not None:  # in the parking lane
-                pose = static_pose(s, road.park_d(side) - np.sign(road.park_d(side)) * 0.1, size[2] / 2, 0.0 if side == 0 else np.pi)
-            else:  # no parking lane: half up on the sidewalk
-                pose = static_pose(s, -(road.road_half(0) + 1.0), CURB_H + size[2] / 2)
-            if occ.free(pose, size[0], size[1]):
-                a = Actor(new_tid(), "car", size, actor_mesh("car", *size, rng), pose, "parked")
-                actors.append(a)
-                occ.add(pose, size[0], size[1])
-                plan.tracks[a.track_id] = "odd_size"
-                break
     for side in (0, 1):
         if road.park_w[side] <= 0:
             continue
-        s = roi_lo
-        while s < roi_hi:
+        s = roi[0]
+        while s < roi[1]:
             if rng.random() < 0.25:
                 s += rng.uniform(5, 20)
                 continue
@@ -1039,110 +1061,97 @@ def build_scenario(rng: np.random.Generator, duration_s: float, rate_hz: float, 
             if len(cws) and np.any((sc > cws - 12) & (sc < cws + 12)):
                 continue
             dpark = road.park_d(side) + (-1 if side == 0 else 1) * rng.uniform(0.0, 0.2)
-            pose = static_pose(sc, dpark, size[2] / 2, (0.0 if side == 0 else np.pi) + rng.normal(0, 0.02))
-            if occ.free(pose, size[0], size[1]):
-                actors.append(Actor(new_tid(), cat, size, actor_mesh(cat, *size, rng), pose, "parked"))
-                occ.add(pose, size[0], size[1])
+            b.add(cat, size, b.static_pose(sc, dpark, size[2] / 2, (0.0 if side == 0 else np.pi) + rng.normal(0, 0.02)), "parked")
 
-    # ---- traffic cones: a line along the lane edge or a cluster in the parking lane
+
+def _cones(b: _Builder, ego_s: np.ndarray) -> None:
+    """1-2 groups of traffic cones: a line along a lane edge or a cluster in a parking lane."""
+    road, rng = b.road, b.rng
     for _ in range(int(rng.integers(1, 3))):
         side = int(rng.integers(2))
         sign = -1.0 if side == 0 else 1.0
-        s = rng.uniform(ego_s0 - 20, ego_s1 + 60)
+        s = rng.uniform(ego_s[0] - 20, ego_s[-1] + 60)
         on_edge = rng.random() < 0.5 or road.park_w[side] == 0
+        edge = road.n_lanes * road.lane_w
+        d = sign * (edge - 0.05 if on_edge else edge + road.bike_w + road.park_w[side] / 2)
         for c in range(int(rng.integers(3, 8))):
             size = draw_size(rng, "traffic_cone")
-            d = sign * (road.n_lanes * road.lane_w - 0.05 if on_edge else road.n_lanes * road.lane_w + road.bike_w + road.park_w[side] / 2)
-            pose = static_pose(s + c * rng.uniform(1.5, 3.0), d + rng.normal(0, 0.03), size[2] / 2, rng.uniform(0, np.pi))
-            if occ.free(pose, size[0], size[1]):
-                actors.append(Actor(new_tid(), "traffic_cone", size, actor_mesh("traffic_cone", *size, rng), pose, "cone"))
-                occ.add(pose, size[0], size[1])
+            pose = b.static_pose(s + c * rng.uniform(1.5, 3.0), d + rng.normal(0, 0.03), size[2] / 2, rng.uniform(0, np.pi))
+            b.add("traffic_cone", size, pose, "cone")
 
-    # ---- pedestrians on the sidewalks (walking along or standing)
+
+def _walkers(b: _Builder, roi) -> None:
+    """Pedestrians walking along or standing on both sidewalks."""
+    road, rng, times = b.road, b.rng, b.times
     for side in (0, 1):
         sign = -1.0 if side == 0 else 1.0
         band = (road.road_half(side) + 1.4, road.road_half(side) + road.walk_w[side] - 0.45)
-        n_ped = int(rng.poisson((roi_hi - roi_lo) / 22.0))
-        for _ in range(n_ped):
+        for _ in range(int(rng.poisson((roi[1] - roi[0]) / 22.0))):
             size = draw_size(rng, "pedestrian")
             standing = rng.random() < 0.25
             v = 0.0 if standing else rng.uniform(0.9, 1.7) * rng.choice([-1, 1])
-            s0 = rng.uniform(roi_lo - abs(v) * dur / 2, roi_hi + abs(v) * dur / 2)
+            s0 = rng.uniform(roi[0] - abs(v) * b.dur / 2, roi[1] + abs(v) * b.dur / 2)
             d = sign * rng.uniform(*band)
-            s = s0 + v * times
-            x, y, h = road.to_world(s, np.full(F, d))
+            x, y, h = road.to_world(s0 + v * times, np.full(b.F, d))
             yaw = h + (np.pi if v < 0 else 0.0) + (rng.uniform(-np.pi, np.pi) if standing else 0.0)
-            pose = np.c_[x, y, np.full(F, CURB_H + size[2] / 2), wrap_angle(yaw)]
-            if occ.free(pose, size[0], size[1]):
-                actors.append(Actor(new_tid(), "pedestrian", size, actor_mesh("pedestrian", *size, rng), pose, "walker"))
-                occ.add(pose, size[0], size[1])
+            b.add("pedestrian", size, np.c_[x, y, np.full(b.F, CURB_H + size[2] / 2), wrap_angle(yaw)], "walker")
 
-    # ---- crossing pedestrians (at the crosswalk during the red light, or jaywalking)
-    def crossing(size, s_cross, t_start, speed, direction, wait_d=0.5):
-        """Wait on one curb, cross the road at s_cross from t_start (direction +1: right -> left), then walk on
-        along the far sidewalk. Returns the pose (F, 4)."""
-        d_from = -(road.road_half(0) + wait_d) if direction > 0 else road.road_half(1) + wait_d
-        d_to = road.road_half(1) + 1.8 if direction > 0 else -(road.road_half(0) + 1.8)
-        T = abs(d_to - d_from) / speed
-        d = d_from + (d_to - d_from) * np.clip((times - t_start) / T, 0, 1)
-        s = s_cross + np.clip(times - t_start - T, 0, None) * speed * 0.9 * float(rng.choice([-1, 1]))
-        x, y, h = road.to_world(s, d)
-        yaw = motion_yaw(x, y, h + np.pi / 2 * direction)
-        on_walk = np.abs(d) > np.where(d < 0, road.road_half(0), road.road_half(1))
-        z = np.where(on_walk, CURB_H, 0.0) + size[2] / 2
-        return np.c_[x, y, z, wrap_angle(yaw)]
 
-    n_cross = int(rng.integers(2, 7)) if stop_mode else int(rng.random() < 0.4)
-    for _ in range(n_cross):
+def _crossers(b: _Builder, stop_mode, red_until: float, ego_s: np.ndarray) -> None:
+    """Pedestrians crossing at the crosswalk while the light is red, or (without a light) maybe a jaywalker."""
+    road, rng = b.road, b.rng
+    width = road.road_half(0) + road.road_half(1) + 1.0
+    for _ in range(int(rng.integers(2, 7)) if stop_mode else int(rng.random() < 0.4)):
         size = draw_size(rng, "pedestrian")
         speed = rng.uniform(1.1, 1.7)
         direction = float(rng.choice([-1, 1]))
-        width = road.road_half(0) + road.road_half(1) + 1.0
         for _try in range(12):
             if stop_mode:
                 s_c = road.crosswalks[-1] + rng.uniform(0.5, 3.5)
                 t0 = red_until - width / speed - rng.uniform(0.5, 4.0)
             else:
-                s_c = rng.uniform(ego_s0 - 20, ego_s1 + 80)
-                t0 = rng.uniform(-5, dur)
-            pose = crossing(size, s_c, t0, speed, direction)
-            if occ.free(pose, size[0], size[1]):
-                actors.append(Actor(new_tid(), "pedestrian", size, actor_mesh("pedestrian", *size, rng), pose, "crossing"))
-                occ.add(pose, size[0], size[1])
+                s_c = rng.uniform(ego_s[0] - 20, ego_s[-1] + 80)
+                t0 = rng.uniform(-5, b.dur)
+            if b.add("pedestrian", size, b.crossing(size, s_c, t0, speed, direction), "crossing"):
                 break
 
-    # ---- rare class: an animal crossing the road ahead of the ego (fallback: on the sidewalk)
-    if "rare_class" in kinds:
-        size = draw_size(rng, "animal")
-        placed = None
-        for _try in range(80):
-            tc = rng.uniform(0.1, 0.8) * dur
-            ic = min(F - 1, int(tc * rate_hz))
-            s_c = ego_s[ic] + rng.uniform(12, 45)
-            speed = rng.uniform(1.0, 3.0)
-            width = road.road_half(0) + road.road_half(1)
-            pose = crossing(size, s_c, tc - width / speed * rng.uniform(0.2, 0.6), speed, float(rng.choice([-1, 1])), 0.8)
-            if occ.free(pose, size[0], size[1]):
-                placed = pose
-                break
-        if placed is None:
-            for _try in range(40):
-                side = int(rng.integers(2))
-                sign = -1.0 if side == 0 else 1.0
-                d = sign * (road.road_half(side) + road.walk_w[side] / 2)
-                s = ego_s[0] + rng.uniform(5, 30) + rng.uniform(0.5, 1.2) * times
-                x, y, h = road.to_world(s, np.full(F, d))
-                pose = np.c_[x, y, np.full(F, CURB_H + size[2] / 2), wrap_angle(h)]
-                if occ.free(pose, size[0], size[1]):
-                    placed = pose
-                    break
-        if placed is not None:
-            a = Actor(new_tid(), "animal", size, actor_mesh("animal", *size, rng), placed, "animal")
-            actors.append(a)
-            occ.add(placed, size[0], size[1])
-            plan.tracks[a.track_id] = "rare_class"
 
-    # ---- sensor corner cases
+def _animal(b: _Builder, ego_s: np.ndarray) -> None:
+    """Corner case ``rare_class``: an animal crossing the road ahead of the ego (else: on a sidewalk)."""
+    road, rng, times = b.road, b.rng, b.times
+    size = draw_size(rng, "animal")
+    width = road.road_half(0) + road.road_half(1)
+    for _try in range(80):
+        tc = rng.uniform(0.1, 0.8) * b.dur
+        s_c = ego_s[min(b.F - 1, int(np.searchsorted(times, tc)))] + rng.uniform(12, 45)
+        speed = rng.uniform(1.0, 3.0)
+        pose = b.crossing(size, s_c, tc - width / speed * rng.uniform(0.2, 0.6), speed, float(rng.choice([-1, 1])), 0.8)
+        if b.add("animal", size, pose, "animal", corner="rare_class"):
+            return
+    for _try in range(40):
+        side = int(rng.integers(2))
+        d = (-1.0 if side == 0 else 1.0) * (road.road_half(side) + road.walk_w[side] / 2)
+        x, y, h = road.to_world(ego_s[0] + rng.uniform(5, 30) + rng.uniform(0.5, 1.2) * times, np.full(b.F, d))
+        if b.add("animal", size, np.c_[x, y, np.full(b.F, CURB_H + size[2] / 2), wrap_angle(h)], "animal", corner="rare_class"):
+            return
+
+
+def stopped_runs(speed: np.ndarray, rate_hz: float, min_s: float = 4.0) -> list[range]:
+    """Runs of consecutive frames with zero speed lasting at least ``min_s`` seconds."""
+    out, start = [], None
+    for i, still in enumerate(np.append(speed == 0.0, False)):
+        if still and start is None:
+            start = i
+        elif not still and start is not None:
+            if (i - start) / rate_hz >= min_s:
+                out.append(range(start, i))
+            start = None
+    return out
+
+
+def _sensor_corner_cases(b: _Builder, kinds: set[str], cameras, ego_v: np.ndarray, rate_hz: float) -> None:
+    """Frames of the sensor corner cases; drops kinds that could not be realised in this log."""
+    rng, plan, F = b.rng, b.plan, b.F
     if "lidar_sector_dropout" in kinds:
         n = int(rng.integers(3, 7))
         f0 = int(rng.integers(0, max(1, F - n)))
@@ -1163,19 +1172,11 @@ def build_scenario(rng: np.random.Generator, duration_s: float, rate_hz: float, 
             for f in sorted(fr):
                 plan.camera[f] = (cam, kind.split("_")[1])
     if "stationary" in kinds:
-        still = np.nonzero(ego_v == 0.0)[0]
-        if len(still) / rate_hz >= 4.0:
-            plan.stationary = set(still.tolist())
-        else:
-            plan.kinds.discard("stationary")
-    if "rare_class" in kinds and "rare_class" not in plan.tracks.values():
-        plan.kinds.discard("rare_class")
-    if "odd_size" in kinds and "odd_size" not in plan.tracks.values():
-        plan.kinds.discard("odd_size")
-
-    elev, azim = rng.uniform(np.deg2rad(25), np.deg2rad(65)), rng.uniform(-np.pi, np.pi)
-    sun = np.array([np.cos(elev) * np.cos(azim), np.cos(elev) * np.sin(azim), np.sin(elev)])
-    return Scenario(times, road, static, actors, ego_pose, ego_v, sun, plan)
+        plan.stationary = {i for r in stopped_runs(ego_v, rate_hz) for i in r}
+    for kind in ("stationary", "rare_class", "odd_size"):
+        realised = bool(plan.stationary) if kind == "stationary" else kind in plan.tracks.values()
+        if kind in plan.kinds and not realised:
+            plan.kinds.discard(kind)
 
 
 def corner_detail(**kw) -> str:
