@@ -1,0 +1,147 @@
+"""Speed-up of the pipeline on a LocalCluster with 1 vs 2 workers, same logs, side by side in one run.
+
+    .venv/bin/python benchmarks/workers_scaling.py [--logs 4] [--duration 5] [--chunk 25] [--repeats 2]
+
+Each run is a full ``run_pipeline(push=False)`` (cluster start, inspect, ingest/filter/pre-label/score, selection,
+review-asset rendering, tables) on a fresh ``LocalCluster`` of N worker processes x 1 thread; runs alternate
+1, 2, 1, 2 ... so a change in machine load hits both. A psutil thread samples every 50 ms the CPU time of this
+process and of its child processes (the workers) and the machine-wide busy CPU time, so the report also says how
+much CPU the pipeline got and how much other processes took while it ran:
+
+* wall speed-up = median wall(1 worker) / median wall(2 workers)  (goal >= 1.7x on 2 free cores)
+* parallelism = pipeline CPU seconds / wall seconds (what the cores actually gave us)
+* CPU-time speed-up bound = wall(1) / (pipeline CPU(2) / min(2, cores free for us)): what 2 workers would give on
+  an otherwise idle machine if the work did not change.
+Logs are simulated once into /tmp/labeler-bench (cached).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import statistics
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import psutil
+
+CACHE = "/tmp/labeler-bench"
+
+
+class CpuSampler:
+    """CPU seconds of this process + its children (last value seen per pid) and of the whole machine."""
+
+    def __init__(self, period_s: float = 0.05):
+        self.me = psutil.Process()
+        self.period_s = period_s
+        self.child_cpu: dict[int, float] = {}
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._run, daemon=True)
+
+    @staticmethod
+    def _busy() -> float:
+        t = psutil.cpu_times()
+        return t.user + t.nice + t.system + getattr(t, "irq", 0) + getattr(t, "softirq", 0) + getattr(t, "steal", 0)
+
+    def _run(self):
+        while not self._stop.is_set():
+            for c in self.me.children(recursive=True):
+                try:
+                    ct = c.cpu_times()
+                    self.child_cpu[c.pid] = ct.user + ct.system
+                except psutil.Error:
+                    continue
+            self._stop.wait(self.period_s)
+
+    def __enter__(self):
+        ct = self.me.cpu_times()
+        self.self0 = ct.user + ct.system
+        self.busy0 = self._busy()
+        self._t.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._t.join()
+        ct = self.me.cpu_times()
+        self.driver_cpu = ct.user + ct.system - self.self0
+        self.machine_busy = self._busy() - self.busy0
+        self.workers_cpu = sum(self.child_cpu.values())
+
+
+def cached_logs(num_logs: int, duration_s: float, seed: int = 101) -> list[str]:
+    from labeler.simulate import SimConfig, simulate_logs
+
+    root = f"{CACHE}/logs-{duration_s:g}s"
+    return simulate_logs(root, num_logs=num_logs, seed=seed, cfg=SimConfig(duration_s=duration_s), workers=2,
+                         progress=False)[:num_logs]
+
+
+def input_folder(paths: list[str], name: str) -> str:
+    d = Path(CACHE) / "inputs" / name
+    if d.exists():
+        shutil.rmtree(d)
+    d.mkdir(parents=True)
+    for p in paths:
+        shutil.copytree(p, d / Path(p).name, copy_function=os.link)
+    return str(d)
+
+
+def run_once(logs_dir: str, workers: int, chunk: int, state: str):
+    from labeler.pipeline.config import load_config
+    from labeler.pipeline.run import run_pipeline
+
+    cfg = load_config(None, {"night": "workers", "simulate.enabled": False, "input.logs": logs_dir,
+                             "input.format": "native", "input.chunk_frames": chunk,
+                             "dask.n_workers": workers}).resolved(state)
+    t0 = time.perf_counter()
+    with CpuSampler() as s:
+        summary = run_pipeline(cfg, progress=False, push=False)
+    return summary, time.perf_counter() - t0, s
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--logs", type=int, default=4)
+    ap.add_argument("--duration", type=float, default=5.0)
+    ap.add_argument("--chunk", type=int, default=25)
+    ap.add_argument("--repeats", type=int, default=2)
+    args = ap.parse_args()
+
+    import dask.distributed  # noqa: F401
+
+    import labeler.pipeline.run  # noqa: F401
+
+    logs_dir = input_folder(cached_logs(args.logs, args.duration), f"workers-{args.logs}")
+    ncpu = os.cpu_count() or 1
+    print(f"machine: {platform.node()} nproc={ncpu} loadavg={' '.join(f'{x:.2f}' for x in os.getloadavg())} (before)")
+    print(f"scheduler: LocalCluster, 1 vs 2 worker processes x 1 thread; {args.logs} logs x {args.duration:g} s; "
+          f"chunk_frames={args.chunk}; push=False; order 1,2 x {args.repeats}")
+    walls: dict[int, list[float]] = {1: [], 2: []}
+    cpus: dict[int, list[float]] = {1: [], 2: []}
+    with tempfile.TemporaryDirectory(prefix="workers-scaling-") as tmp:
+        for r in range(args.repeats):
+            for w in (1, 2):
+                summary, wall, s = run_once(logs_dir, w, args.chunk, f"{tmp}/{r}-{w}")
+                ours = s.workers_cpu + s.driver_cpu
+                others = max(0.0, s.machine_busy - ours)
+                walls[w].append(wall)
+                cpus[w].append(ours)
+                print(f"  {w} worker(s): {summary.frames_in} frames {wall:6.1f} s wall  {summary.frames_in / wall:5.2f} frames/s | "
+                      f"CPU s: workers {s.workers_cpu:6.1f} driver {s.driver_cpu:5.1f} -> parallelism {ours / wall:.2f} | "
+                      f"other processes {others:6.1f} CPU s ({others / wall:.2f} cores)  loadavg {os.getloadavg()[0]:.2f}")
+    w1, w2 = statistics.median(walls[1]), statistics.median(walls[2])
+    c1, c2 = statistics.median(cpus[1]), statistics.median(cpus[2])
+    print(f"wall speed-up 2 vs 1 worker: {w1 / w2:.2f}x  (median wall {w1:.1f} s vs {w2:.1f} s; per pair "
+          f"{', '.join(f'{a / b:.2f}' for a, b in zip(walls[1], walls[2]))})   goal >= 1.7x")
+    print(f"pipeline CPU seconds: 1 worker {c1:.1f}, 2 workers {c2:.1f} (ratio {c2 / c1:.2f}: extra work of the 2nd process)")
+    print(f"CPU-time speed-up bound (2 idle cores): {w1 / (c2 / min(2, ncpu)):.2f}x = wall(1) / (CPU(2) / 2); "
+          f"single-worker wall/CPU = {w1 / c1:.2f}")
+
+
+if __name__ == "__main__":
+    main()
