@@ -71,17 +71,9 @@ class CameraRenderer:
 
         u, v = np.meshgrid(np.arange(W), np.arange(H))
         self.dirs_lidar, self.zfac = rays(u, v)
-        hc, wc = (H - 1) // 2 + 2, (W - 1) // 2 + 2
-        cu, cv = np.meshgrid(np.arange(wc) * 2, np.arange(hc) * 2)
+        self.hc, self.wc = (H - 1) // 2 + 2, (W - 1) // 2 + 2  # corner grid: every second pixel, one beyond
+        cu, cv = np.meshgrid(np.arange(self.wc) * 2, np.arange(self.hc) * 2)
         self.cdirs_lidar, self.czfac = rays(cu, cv)
-        # pixel classes by (row parity, column parity) with the flat indices of their 1, 2 or 4 corners
-        self.classes = []
-        for a in (0, 1):
-            for b in (0, 1):
-                yy, xx = np.meshgrid(np.arange(a, H, 2), np.arange(b, W, 2), indexing="ij")
-                i, j = yy.ravel() // 2, xx.ravel() // 2
-                corners = [(i + di) * wc + (j + dj) for di in range(a + 1) for dj in range(b + 1)]
-                self.classes.append(((yy * W + xx).ravel(), np.stack(corners)))
         r2 = ((u - W / 2) ** 2 + (v - H / 2) ** 2) / ((W / 2) ** 2 + (H / 2) ** 2)
         gain = rng.uniform(0.92, 1.08) * (1.0 + rng.normal(0, 0.02, 3))  # exposure and white balance of this log
         self.scale = ((1.0 - 0.22 * r2).reshape(-1, 1) * gain * 255.0).astype(np.float32)  # incl. vignetting
@@ -92,47 +84,53 @@ class CameraRenderer:
         self.rays_cast = 0  # statistics: rays cast by the last render
 
     def _hits(self, scene: RayScene, origin, R: np.ndarray, exact: bool):
-        """Per-pixel hits: prim (N,) (-1 = sky), texture coordinates (N, 2), range t (N,), normal (N, 3)."""
-        n = len(self.dirs_lidar)
-        prim = np.full(n, -1, np.int64)
-        st = np.zeros((n, 2), np.float32)
-        t = np.full(n, np.inf, np.float32)
-        normal = np.zeros((n, 3), np.float32)
-
-        def cast_into(pix):
-            h = scene.cast(origin, rotate(np.take(self.dirs_lidar, pix, axis=0), R))
-            ok = np.nonzero(np.isfinite(h["t"]))[0]
-            q = pix[ok]
-            prim[q], t[q], normal[q] = h["prim"][ok], h["t"][ok], h["normal"][ok]
-            st[q] = scene.texcoords(h["prim"][ok], h["uv"][ok])
-            return len(pix)
-
-        if exact:
-            self.rays_cast = cast_into(np.arange(n))
-            return prim, st, t, normal
-        h = scene.cast(origin, rotate(self.cdirs_lidar, R))
-        cok = np.isfinite(h["t"])
-        cprim = np.where(cok, h["prim"], 0)
-        ckey = np.where(cok, scene.patch[cprim], -1)
-        cst = np.zeros((len(cok), 2), np.float32)
-        cst[cok] = scene.texcoords(cprim[cok], h["uv"][cok])
-        cinvz = np.where(cok, 1.0 / (h["t"] * self.czfac), 0.0).astype(np.float32)
-        need = []
-        for pix, cidx in self.classes:
-            keys = ckey[cidx]
-            same = np.all(keys == keys[0], axis=0)
-            use = np.nonzero(same & (keys[0] >= 0))[0]
-            need.append(pix[~same])
-            ci = cidx[:, use]
-            iz = cinvz[ci]
-            izm = iz.mean(axis=0)
-            q = pix[use]
-            st[q] = (cst[ci] * iz[..., None]).mean(axis=0) / izm[:, None]
-            t[q] = 1.0 / (izm * self.zfac[q])
-            prim[q] = cprim[ci[0]]
-            normal[q] = h["normal"][ci[0]]
-        self.rays_cast = len(cok) + cast_into(np.concatenate(need))
-        return prim, st, t, normal
+        """Per-pixel hits, flat (N = H * W): prim (N,) (-1 = sky), texture coordinates (N, 2), range t (N,)."""
+        H, W = self.calib.height, self.calib.width
+        prim = np.full((H, W), -1, np.int64)
+        st = np.zeros((H, W, 2), np.float32)
+        invz = np.zeros((H, W), np.float32)  # 1 / depth along the optical axis (0: sky)
+        need = np.ones((H, W), bool) if exact else np.zeros((H, W), bool)
+        if not exact:
+            h = scene.cast(origin, rotate(self.cdirs_lidar, R))
+            ok = np.isfinite(h["t"])
+            cp = np.where(ok, h["prim"], 0)
+            cprim = np.where(ok, cp, -1).reshape(self.hc, self.wc)
+            ckey = np.where(ok, scene.patch[cp], -1).reshape(self.hc, self.wc)
+            ciz = np.where(ok, 1.0 / (h["t"] * self.czfac), 0.0).astype(np.float32)
+            cstz = np.zeros((len(ok), 2), np.float32)
+            cstz[ok] = scene.texcoords(cp[ok], h["uv"][ok]) * ciz[ok, None]
+            ciz, cstz = ciz.reshape(self.hc, self.wc), cstz.reshape(self.hc, self.wc, 2)
+            # pixel (y, x) lies between corners (y // 2 + {0, y % 2}, x // 2 + {0, x % 2})
+            for a in (0, 1):
+                for b in (0, 1):
+                    nr, nc = len(range(a, H, 2)), len(range(b, W, 2))
+                    k0 = ckey[:nr, :nc]
+                    same = np.ones((nr, nc), bool)
+                    iz = np.zeros((nr, nc), np.float32)
+                    sz = np.zeros((nr, nc, 2), np.float32)
+                    views = [(di, dj) for di in range(a + 1) for dj in range(b + 1)]
+                    for di, dj in views:
+                        if di or dj:
+                            same &= ckey[di:di + nr, dj:dj + nc] == k0
+                        iz += ciz[di:di + nr, dj:dj + nc]
+                        sz += cstz[di:di + nr, dj:dj + nc]
+                    with np.errstate(divide="ignore", invalid="ignore"):
+                        st[a::2, b::2] = sz / iz[..., None]  # perspective-correct: (st / z) and (1 / z) are affine
+                    invz[a::2, b::2] = iz / len(views)
+                    prim[a::2, b::2] = np.where(same, cprim[:nr, :nc], -1)
+                    need[a::2, b::2] = ~same
+        prim, st, invz, need = prim.reshape(-1), st.reshape(-1, 2), invz.reshape(-1), need.reshape(-1)
+        with np.errstate(divide="ignore"):
+            t = 1.0 / (invz * self.zfac)
+        pix = np.nonzero(need)[0]
+        hh = scene.cast(origin, rotate(np.take(self.dirs_lidar, pix, axis=0), R))
+        ok = np.nonzero(np.isfinite(hh["t"]))[0]
+        q = pix[ok]
+        prim[pix] = -1
+        prim[q], t[q] = hh["prim"][ok], hh["t"][ok]
+        st[q] = scene.texcoords(hh["prim"][ok], hh["uv"][ok])
+        self.rays_cast = len(pix) + (0 if exact else self.hc * self.wc)
+        return prim, st, t
 
     def render(self, scene: RayScene, world_from_lidar: np.ndarray, sun_dir: np.ndarray,
                rng: np.random.Generator, exact: bool = False) -> np.ndarray:
@@ -141,13 +139,13 @@ class CameraRenderer:
         Tw = np.asarray(world_from_lidar, dtype=np.float64)
         R = Tw[:3, :3].T.astype(np.float32)  # row vectors: d_world = d_lidar @ R
         origin = Tw[:3, :3] @ self.origin_lidar + Tw[:3, 3]
-        prim, st, t, normal = self._hits(scene, origin, R, exact)
+        prim, st, t = self._hits(scene, origin, R, exact)
         img = self.sky.copy()
         idx = np.nonzero(prim >= 0)[0]
         if len(idx):
             p = prim[idx]
             base, _, _ = scene.surface(p, st[idx], with_color=True)
-            n, d = np.take(normal, idx, axis=0), rotate(np.take(self.dirs_lidar, idx, axis=0), R)
+            n, d = scene.normals[p], rotate(np.take(self.dirs_lidar, idx, axis=0), R)
             facing = np.where(n[:, 0] * d[:, 0] + n[:, 1] * d[:, 1] + n[:, 2] * d[:, 2] > 0, np.float32(-1), np.float32(1))
             sun = sun_dir.astype(np.float32)
             lambert = np.maximum((n[:, 0] * sun[0] + n[:, 1] * sun[1] + n[:, 2] * sun[2]) * facing, 0.0)

@@ -90,7 +90,7 @@ class Lidar:
         idx = np.nonzero(ok)[0]
         prim = hit["prim"][idx]
         _, refl, retro = scene.surface(prim, scene.texcoords(prim, hit["uv"][idx]), with_color=False)
-        nrm, dw = hit["normal"][idx], dirs_w[idx]
+        nrm, dw = scene.normals[hit["prim"][idx]], dirs_w[idx]
         cos_inc = np.abs(nrm[:, 0] * dw[:, 0] + nrm[:, 1] * dw[:, 1] + nrm[:, 2] * dw[:, 2])
         incidence = np.where(retro, 0.85 + 0.15 * cos_inc, 0.2 + 0.8 * cos_inc)
         rng_m = t[idx] + r_noise[idx]

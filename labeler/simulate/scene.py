@@ -492,24 +492,24 @@ def actor_mesh(category: str, l: float, w: float, h: float, rng: np.random.Gener
         D = min(0.68, 0.42 * H)
         ax = L / 2 - max(0.5, 0.2 * L)
         wheels([ax, -ax], D)
-        part(-L / 2, L / 2, -Wd / 2, Wd / 2, 0.22, 0.55 * H, "body", col)
+        part(-L / 2, L / 2, -Wd / 2 + 0.02, Wd / 2 - 0.02, 0.22, 0.55 * H, "body", col)
         part(-L / 2 + 0.14 * L, L / 2 - 0.3 * L, -Wd / 2 + 0.05, Wd / 2 - 0.05, 0.55 * H, H, "glass", col * 0.35 + 25, 0.8)
         plates(0.3)
     elif category == "truck" and variant == "articulated":
         D = 1.0
         cab_x0 = L / 2 - 2.4
-        part(cab_x0, L / 2 - 0.03, -Wd / 2, Wd / 2, 0.5, min(3.6, H), "body", col)
+        part(cab_x0, L / 2 - 0.03, -Wd / 2 + 0.02, Wd / 2 - 0.02, 0.5, min(3.6, H), "body", col)
         part(L / 2 - 0.3, L / 2, -Wd / 2 + 0.1, Wd / 2 - 0.1, 0.6 * min(3.6, H), 0.9 * min(3.6, H), "glass", (40, 50, 60))
         part(L / 2 - 6.0, cab_x0, -Wd / 2 + 0.2, Wd / 2 - 0.2, 0.5, 1.2, "body", (60, 60, 60))
-        part(-L / 2, L / 2 - 4.8, -Wd / 2, Wd / 2, 1.15, H, "body", col * 0.9)
+        part(-L / 2, L / 2 - 4.8, -Wd / 2 + 0.02, Wd / 2 - 0.02, 1.15, H, "body", col * 0.9)
         wheels([L / 2 - 1.3, L / 2 - 4.6, L / 2 - 5.9, -L / 2 + 1.2, -L / 2 + 2.5, -L / 2 + 3.8], D)
         plates(0.5)
     elif category == "truck":
         D = 1.0
         cab = min(2.3, 0.3 * L)
-        part(L / 2 - cab, L / 2 - 0.03, -Wd / 2, Wd / 2, 0.5, 0.8 * H, "body", col)
+        part(L / 2 - cab, L / 2 - 0.03, -Wd / 2 + 0.02, Wd / 2 - 0.02, 0.5, 0.8 * H, "body", col)
         part(L / 2 - 0.25, L / 2, -Wd / 2 + 0.1, Wd / 2 - 0.1, 0.56 * H, 0.78 * H, "glass", (40, 50, 60))
-        part(-L / 2, L / 2 - cab - 0.15, -Wd / 2, Wd / 2, 0.9, H, "body", col * 0.85)
+        part(-L / 2, L / 2 - cab - 0.15, -Wd / 2 + 0.02, Wd / 2 - 0.02, 0.9, H, "body", col * 0.85)
         part(-L / 2 + 0.4, L / 2 - 0.4, -Wd / 2 + 0.3, Wd / 2 - 0.3, 0.45, 0.95, "body", (60, 60, 60))
         wheels([L / 2 - 1.3, -L / 2 + 1.6, -L / 2 + 2.7], D)
         plates(0.45)
@@ -772,14 +772,18 @@ class RayScene:
         self.uv = np.concatenate([mesh.uv[:n_static], np.zeros((len(mesh.F) - n_static, 3, 2), np.float32),
                                   np.array([[[0, 1e4]] * 3], np.float32)])
         self.patch = np.r_[mesh.patch, int(mesh.patch.max(initial=0)) + 1]
+        tri = mesh.V[mesh.F]
+        n = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+        n /= np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-12)
+        self.normals = np.r_[n, [[0.0, 0.0, 1.0]]].astype(np.float32)  # unit normal per triangle (any orientation)
         self.scene = o3d.t.geometry.RaycastingScene()
         self.scene.add_triangles(o3d.core.Tensor(mesh.V.astype(np.float32)), o3d.core.Tensor(mesh.F.astype(np.uint32)))
 
     def cast(self, origin, dirs: np.ndarray) -> dict[str, np.ndarray]:
         """First hits of rays from ``origin`` (3,) along unit ``dirs`` (N, 3) float32 (world frame).
 
-        Returns ``t`` (N,) range in m (inf: no hit, i.e. sky), ``prim`` (N,) triangle index, ``uv`` (N, 2)
-        barycentric coordinates, ``normal`` (N, 3) unit geometric normal (either orientation)."""
+        Returns ``t`` (N,) range in m (inf: no hit, i.e. sky), ``prim`` (N,) triangle index and ``uv`` (N, 2)
+        barycentric coordinates. The surface normal of a hit is ``normals[prim]``."""
         rays = np.empty((len(dirs), 6), np.float32)
         rays[:, :3] = origin
         rays[:, 3:] = dirs
@@ -787,14 +791,11 @@ class RayScene:
         t = r["t_hit"].numpy().copy()
         prim = r["primitive_ids"].numpy().astype(np.int64)
         uv = r["primitive_uvs"].numpy()
-        normal = r["primitive_normals"].numpy()
         miss = np.nonzero(~np.isfinite(t) & (dirs[:, 2] < -1e-4))[0]
         if len(miss):
             t[miss] = -float(origin[2]) / dirs[miss, 2]
             prim[miss] = self.plane
-            normal = normal.copy()
-            normal[miss] = (0.0, 0.0, 1.0)
-        return {"t": t, "prim": prim, "uv": uv, "normal": normal}
+        return {"t": t, "prim": prim, "uv": uv}
 
     def texcoords(self, prim: np.ndarray, uv: np.ndarray) -> np.ndarray:
         """Texture coordinates (n, 2) (metres, see :class:`Mesh`) at hits with barycentric ``uv``; 0 if untextured."""
