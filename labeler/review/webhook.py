@@ -152,9 +152,11 @@ def run_projects(run_dir: str) -> list[int]:
 
 
 def serve(run_dirs: list[str], client, port: int = 0, debounce_s: float = 2.0, echo=print) -> Receiver:
-    """Start a receiver for ``run_dirs`` and register it in their projects (caller stops it)."""
+    """Start a receiver for ``run_dirs`` and register it in their projects; pulls use ``client`` (caller stops it)."""
+    from labeler.review.pull import pull_run
+
     runs = {pid: r for r in run_dirs for pid in run_projects(r)}
-    rx = Receiver(runs, debounce_s=debounce_s, port=port).start()
+    rx = Receiver(runs, pull=lambda run: pull_run(run, client), debounce_s=debounce_s, port=port).start()
     for pid in sorted(runs):
         register_webhook(client, pid, rx.url, rx.token)
         echo(f"webhook of project {pid} -> {rx.url} (pulls {runs[pid]})")

@@ -128,7 +128,7 @@ def _log_tail(log: Path, n: int = 30) -> str:
     return "\n".join(lines)
 
 
-def _child_env(d: Path, port: int, document_root: Path, username: str, password: str) -> dict:
+def _child_env(d: Path, port: int, document_root: Path, username: str, password: str, allow_local_webhooks: bool = False) -> dict:
     env = {k: v for k, v in os.environ.items() if k not in _BARE_ENV and not k.startswith("LABEL_STUDIO_")}
     env.update(
         LABEL_STUDIO_BASE_DATA_DIR=str(d),
@@ -143,6 +143,8 @@ def _child_env(d: Path, port: int, document_root: Path, username: str, password:
         LATEST_VERSION_CHECK="false",
         PYTHONUNBUFFERED="1",
     )
+    if allow_local_webhooks:  # webhooks to 127.0.0.1 (labeler webhook) are refused (403) otherwise
+        env["LABEL_STUDIO_USE_DEFAULT_BANNED_SUBNETS"] = "false"
     return env
 
 
@@ -214,6 +216,7 @@ def start_server(
     password: str | None = None,
     wait_s: float = 180,
     document_root=None,
+    allow_local_webhooks: bool = False,
 ) -> ServerInfo:
     """Start (or reuse) the Label Studio server of ``state_dir`` and make sure its API token file exists.
 
@@ -224,6 +227,8 @@ def start_server(
         password: admin password; default: the stored one, else a new random one (stored 0600).
         wait_s: how long to wait for ``/health`` (first start runs migrations: ~60 s).
         document_root: folder local files are served from (default ``state_dir``).
+        allow_local_webhooks: start with ``LABEL_STUDIO_USE_DEFAULT_BANNED_SUBNETS=false`` so webhooks may target
+            127.0.0.1 (``labeler webhook``); a running server started without it is an error (stop it first).
     Raises:
         StudioError: the server did not start (with the end of its log), or the token could not be obtained.
     """
@@ -232,10 +237,10 @@ def start_server(
     os.chmod(d, 0o700)
     with open(d / ".lock", "w") as lock:  # one start at a time per state dir
         fcntl.flock(lock, fcntl.LOCK_EX)
-        return _start_locked(d, Path(state_dir), port, username, password, wait_s, document_root)
+        return _start_locked(d, Path(state_dir), port, username, password, wait_s, document_root, allow_local_webhooks)
 
 
-def _start_locked(d: Path, state_dir: Path, port, username, password, wait_s, document_root) -> ServerInfo:
+def _start_locked(d: Path, state_dir: Path, port, username, password, wait_s, document_root, allow_local_webhooks=False) -> ServerInfo:
     doc_root = Path(document_root if document_root is not None else state_dir).expanduser().resolve()
     pw_file, tok_file, log = d / "admin_password", d / "token", d / "server.log"
     if password is None:
@@ -249,6 +254,11 @@ def _start_locked(d: Path, state_dir: Path, port, username, password, wait_s, do
                 f"the Label Studio server of {state_dir} (pid {st['pid']}) serves local files from {st['document_root']}, "
                 f"not {doc_root}: stop it first (`stop_server` / `labeler studio down`)"
             )
+        if allow_local_webhooks and not st.get("allow_local_webhooks"):
+            raise StudioError(
+                f"the Label Studio server of {state_dir} (pid {st['pid']}) was started without local webhooks: "
+                "stop it first (`stop_server` / `labeler studio down`)"
+            )
         _wait_healthy(st["url"], None, int(st["pid"]), log, wait_s)
         info = _info(d, st["url"], st.get("username", username), int(st["pid"]))
     else:
@@ -259,14 +269,15 @@ def _start_locked(d: Path, state_dir: Path, port, username, password, wait_s, do
         with open(log, "ab") as logf:
             proc = subprocess.Popen(
                 cmd,
-                env=_child_env(d, port, doc_root, username, password),
+                env=_child_env(d, port, doc_root, username, password, allow_local_webhooks),
                 cwd=d,
                 stdin=subprocess.DEVNULL,
                 stdout=logf,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        state = {"url": url, "port": port, "pid": proc.pid, "document_root": str(doc_root), "username": username}
+        state = {"url": url, "port": port, "pid": proc.pid, "document_root": str(doc_root), "username": username,
+                 "allow_local_webhooks": bool(allow_local_webhooks)}
         (d / "server.json").write_text(json.dumps(state, indent=1))
         (d / "server.pid").write_text(f"{proc.pid}\n")
         try:

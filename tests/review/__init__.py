@@ -93,3 +93,13 @@ def clone_studio_state(studio, dst: Path) -> bool:
 
 def uid() -> str:
     return uuid.uuid4().hex[:6]
+
+
+def private_server(studio, dst: Path, **kw):
+    """Start a second Label Studio server on its own state dir ``dst`` (a clone of the session server's data when
+    possible: ~10 s instead of ~60 s of migrations). Returns (ServerInfo, api_key). Caller stops it."""
+    from labeler.studio.server import free_port, start_server
+
+    clone_studio_state(studio, dst)
+    info = start_server(dst, port=free_port(), wait_s=300, document_root=dst, **kw)
+    return info, info.token_file.read_text().strip()
