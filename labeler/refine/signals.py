@@ -1,0 +1,343 @@
+"""Uncertainty signals per box and per frame, and review selection from them (pure functions).
+
+Each signal is a small pure function whose answer can be checked by hand (tests/refine/test_signals.py):
+
+* :func:`score_band` - the detector score is in the ambiguous band ``[low, high)``;
+* :func:`tta_disagreement` - the test-time-augmentation spread (``Detections.uncertainty``, optional) is large;
+* :func:`track_flicker` - temporal flicker from tracking: a track that appears and vanishes (too short to keep),
+  class switches along a track, 180 deg heading flips;
+* :func:`likely_false_positive` - a box with almost no LiDAR points;
+* :func:`above_ground_clusters` + :func:`unexplained_clusters` - an above-ground point cluster with enough
+  points that no box explains (a likely miss);
+* :func:`rarity` - a class that is rare in the corner-case bank, or a size far from
+  :data:`labeler.classes.TYPICAL_SIZE_M`;
+* :func:`ego_stopped` - the ego vehicle stands still (the stop is a scene worth one look);
+* sensor-health flags from :mod:`labeler.pipeline.filters` are passed in as they are.
+
+:func:`frame_signals` turns one frame's signals into a priority with reasons; :func:`select_diverse` picks
+frames within a budget, one frame per *event* (a reason that holds over consecutive frames, or along one track,
+is one event: once a frame of it is picked, the reason no longer raises the priority of the other frames).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from labeler.classes import TYPICAL_SIZE_M
+
+# weight of each reason kind in the frame priority (kind = the part before ':')
+REASON_WEIGHTS: dict[str, float] = {
+    "lidar_sector_dropout": 1.0,
+    "camera_black": 0.9,
+    "camera_overexposed": 0.9,
+    "camera_time_skew": 0.3,
+    "camera_blurred": 0.3,
+    "rare_class": 1.0,
+    "unusual_size": 0.8,
+    "ego_stopped": 0.7,
+    "missed_cluster": 0.45,
+    "likely_fp": 0.3,
+    "tta_disagreement": 0.3,
+    "short_track": 0.25,
+    "class_switch": 0.25,
+    "yaw_flip": 0.15,
+    "uncertain_score": 0.1,
+}
+DEFAULT_REASON_WEIGHT = 0.2
+SIZE_SPREAD = 0.18  # relative spread of sizes per class (same as labeler.pipeline.scoring)
+
+
+@dataclass(frozen=True)
+class SignalCfg:
+    score_low: float = 0.3               # score band [low, high) = uncertain
+    score_high: float = 0.6
+    tta_threshold: float = 0.3           # uncertainty above = disagreement
+    fp_max_points: int = 5               # a box with fewer points is a likely false positive
+    miss_min_points: int = 40            # an unexplained cluster with at least this many points = likely miss
+    miss_margin_m: float = 0.5           # a cluster centre this close to a box counts as explained
+    rare_fraction: float = 0.02          # a class under this share of the bank's boxes is rare
+    size_sigma: float = 3.0              # size this many spreads from typical = unusual
+    stopped_speed_mps: float = 0.3       # ego slower than this is stopped
+    min_hits: int = 3                    # tracks with fewer detections "appear and vanish"
+    per_box_weight: float = 0.05         # priority per uncertain box (besides the distinct reasons)
+
+
+# ------------------------------------------------------------------------------------------------ per box
+
+
+def score_band(scores, low: float = 0.3, high: float = 0.6) -> np.ndarray:
+    """(N,) bool: the score is in ``[low, high)`` (neither a clear object nor clear clutter)."""
+    s = np.asarray(scores, dtype=np.float64)
+    return (s >= low) & (s < high)
+
+
+def tta_disagreement(uncertainty, threshold: float = 0.3) -> np.ndarray:
+    """(N,) bool: test-time-augmentation spread above ``threshold``; ``None`` (model without TTA) or NaN -> False."""
+    if uncertainty is None:
+        return np.zeros(0, dtype=bool)
+    u = np.asarray(uncertainty, dtype=np.float64)
+    return np.isfinite(u) & (u > threshold)
+
+
+def likely_false_positive(num_points, max_points: int = 5) -> np.ndarray:
+    """(N,) bool: fewer than ``max_points`` LiDAR points inside the box (``-1`` = unknown -> False)."""
+    n = np.asarray(num_points, dtype=np.int64)
+    return (n >= 0) & (n < max_points)
+
+
+def unusual_size(categories, boxes, sigma: float = 3.0) -> np.ndarray:
+    """(N,) bool: l, w or h is more than ``sigma`` log-spreads from the class's typical size (unknown class: True)."""
+    b = np.asarray(boxes, dtype=np.float64).reshape(-1, 7)
+    out = np.zeros(len(b), dtype=bool)
+    for i, (c, box) in enumerate(zip(categories, b)):
+        typ = TYPICAL_SIZE_M.get(str(c))
+        if typ is None:
+            out[i] = True
+            continue
+        z = np.abs(np.log(np.maximum(box[3:6], 1e-3) / np.asarray(typ))) / np.log1p(SIZE_SPREAD)
+        out[i] = bool((z > sigma).any())
+    return out
+
+
+def rarity(categories, boxes, class_counts: dict[str, int] | None = None, rare_fraction: float = 0.02,
+           sigma: float = 3.0) -> tuple[np.ndarray, np.ndarray]:
+    """Per box (rare_class, unusual_size) bools. A class is rare when it makes less than ``rare_fraction`` of the
+    boxes in ``class_counts`` (e.g. the corner-case bank's label counts; None: only classes without a typical size
+    are rare)."""
+    cats = [str(c) for c in categories]
+    if class_counts:
+        total = max(1, sum(class_counts.values()))
+        rare = np.array([class_counts.get(c, 0) / total < rare_fraction for c in cats], dtype=bool)
+    else:
+        rare = np.array([c not in TYPICAL_SIZE_M for c in cats], dtype=bool)
+    return rare, unusual_size(cats, boxes, sigma)
+
+
+def track_flicker(raw: pd.DataFrame, min_hits: int = 3) -> pd.DataFrame:
+    """Temporal flicker flags per raw box from tracking output (the ``raw`` table of
+    :func:`labeler.refine.smoothing.refine_log`: ``track_id``, ``category``, ``score``, ``yaw_flipped``).
+
+    Returns a DataFrame (same index) with bool columns ``short_track`` (its track has fewer than ``min_hits``
+    detections: it appears and vanishes), ``class_switch`` (its class differs from its track's score-weighted
+    majority class) and ``yaw_flip`` (its heading was 180 deg off the track's)."""
+    out = pd.DataFrame(index=raw.index, data={"short_track": False, "class_switch": False, "yaw_flip": False})
+    if len(raw) == 0:
+        return out
+    tid = raw["track_id"]
+    has = tid.notna()
+    if has.any():
+        sizes = raw[has].groupby("track_id")["timestamp_ns"].transform("nunique")
+        out.loc[sizes.index, "short_track"] = (sizes < min_hits).to_numpy()
+        maj = raw[has].groupby(["track_id", "category"])["score"].sum().reset_index()
+        maj = maj.sort_values("score", ascending=False).drop_duplicates("track_id").set_index("track_id")["category"]
+        out.loc[has, "class_switch"] = (raw.loc[has, "category"].to_numpy() != maj.loc[tid[has]].to_numpy())
+    out.loc[~has, "short_track"] = True
+    if "yaw_flipped" in raw.columns:
+        out["yaw_flip"] = raw["yaw_flipped"].fillna(False).astype(bool).to_numpy()
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ per frame
+
+
+def above_ground_clusters(points, min_points: int = 10) -> np.ndarray:
+    """Above-ground point clusters of one sweep, (K, 6) ``[cx, cy, cz, n_points, extent_x, extent_y]`` (LiDAR
+    frame), using the geometric model's ground grid and DBSCAN (:mod:`labeler.models.geometric`)."""
+    from labeler.models.geometric import GeometricConfig, GroundGrid, _groups, cluster
+
+    cfg = GeometricConfig()
+    p = np.asarray(points, dtype=np.float64)[:, :3]
+    p = p[np.isfinite(p).all(axis=1)]
+    r = cfg.max_range_m
+    p = p[(np.abs(p[:, 0]) < r) & (np.abs(p[:, 1]) < r) & (np.hypot(p[:, 0], p[:, 1]) > cfg.ego_radius_m)]
+    if len(p) < min_points:
+        return np.zeros((0, 6))
+    ground = GroundGrid.fit(p, cfg)
+    hgt = p[:, 2] - ground.height_at(p[:, :2])
+    obs = p[(hgt > cfg.min_height_m) & (hgt < cfg.max_height_m)]
+    out = []
+    for idx in _groups(cluster(obs, cfg)):
+        if min_points <= len(idx) <= cfg.max_cluster_points:
+            c = obs[idx]
+            ext = c[:, :2].max(0) - c[:, :2].min(0)
+            out.append([*c.mean(0), len(idx), ext[0], ext[1]])
+    return np.asarray(out, dtype=np.float64).reshape(-1, 6)
+
+
+def unexplained_clusters(clusters, boxes, min_points: int = 40, margin_m: float = 0.5,
+                         max_extent_m: float = 15.0) -> np.ndarray:
+    """(K,) bool: cluster ``k`` has at least ``min_points`` points, is smaller than ``max_extent_m`` (not a
+    building or a hedge) and its centre lies in no box's BEV footprint grown by ``margin_m``: a likely miss."""
+    c = np.asarray(clusters, dtype=np.float64).reshape(-1, 6)
+    b = np.asarray(boxes, dtype=np.float64).reshape(-1, 7)
+    big = (c[:, 3] >= min_points) & (np.maximum(c[:, 4], c[:, 5]) <= max_extent_m)
+    if len(b) == 0 or len(c) == 0:
+        return big
+    d = c[:, None, :2] - b[None, :, :2]
+    cs, sn = np.cos(b[:, 6]), np.sin(b[:, 6])
+    lx = d[..., 0] * cs + d[..., 1] * sn
+    ly = -d[..., 0] * sn + d[..., 1] * cs
+    inside = (np.abs(lx) <= b[:, 3] / 2 + margin_m) & (np.abs(ly) <= b[:, 4] / 2 + margin_m)
+    return big & ~inside.any(axis=1)
+
+
+def ego_stopped(timestamps_ns, world_from_ego, threshold_mps: float = 0.3) -> np.ndarray:
+    """(F,) bool per frame: ego speed (central differences of the poses) below ``threshold_mps``."""
+    from labeler.pipeline.filters import ego_speed_mps
+
+    return np.asarray(ego_speed_mps(np.asarray(timestamps_ns), np.asarray(world_from_ego))) < threshold_mps
+
+
+@dataclass
+class FrameSignal:
+    priority: float
+    reasons: list[str]          # "kind" or "kind:detail" (detail: track id or camera), one per distinct cause
+    uncertain_boxes: int
+
+
+def frame_signals(scores, num_points, categories, boxes, *, uncertainty=None, track_ids=None, flicker=None,
+                  clusters=None, health_flags=(), stopped: bool = False, class_counts=None,
+                  cfg: SignalCfg = SignalCfg()) -> FrameSignal:
+    """Priority and reasons of one frame from its boxes' signals.
+
+    Args:
+        scores, num_points, categories, boxes: the frame's pre-labels (LiDAR frame).
+        uncertainty: per-box TTA spread (``getattr(det, "uncertainty", None)``) or None.
+        track_ids: per-box track id (reasons then name the track, so one track = one event) or None.
+        flicker: :func:`track_flicker` rows of these boxes (bool columns) or None.
+        clusters: :func:`above_ground_clusters` of the frame's points or None.
+        health_flags: sensor-health flags of the frame (``lidar_sector_dropout``, ``camera_black:front``, ...).
+        stopped: the ego stands still.
+        class_counts: class -> box count of the corner-case bank (rarity) or None.
+    """
+    s = np.asarray(scores, dtype=np.float64)
+    n = len(s)
+    b = np.asarray(boxes, dtype=np.float64).reshape(-1, 7)
+    tids = [None] * n if track_ids is None else list(track_ids)
+    reasons: list[str] = []
+    uncertain = np.zeros(n, dtype=bool)
+
+    def add(kind: str, mask):
+        mask = np.asarray(mask, dtype=bool).reshape(-1)
+        for i in np.nonzero(mask)[0]:
+            r = kind if tids[i] is None else f"{kind}:{tids[i]}"
+            if r not in reasons:
+                reasons.append(r)
+        return mask
+
+    uncertain |= score_band(s, cfg.score_low, cfg.score_high)
+    if uncertain.any():
+        reasons.append("uncertain_score")
+    if uncertainty is not None and n:
+        uncertain |= add("tta_disagreement", tta_disagreement(uncertainty, cfg.tta_threshold))
+    uncertain |= add("likely_fp", likely_false_positive(num_points, cfg.fp_max_points))
+    if n:
+        rare, odd = rarity(categories, b, class_counts, cfg.rare_fraction, cfg.size_sigma)
+        uncertain |= add("rare_class", rare)
+        uncertain |= add("unusual_size", odd)
+    if flicker is not None and n:
+        for col in ("short_track", "class_switch", "yaw_flip"):
+            uncertain |= add(col, np.asarray(flicker[col], dtype=bool))
+    if clusters is not None:
+        miss = unexplained_clusters(clusters, b, cfg.miss_min_points, cfg.miss_margin_m)
+        for k in np.nonzero(miss)[0]:
+            reasons.append("missed_cluster")
+        uncertain_misses = int(miss.sum())
+    else:
+        uncertain_misses = 0
+    for f in health_flags:
+        if f not in reasons:
+            reasons.append(f)
+    if stopped:
+        reasons.append("ego_stopped")
+    kinds = {}
+    for r in reasons:
+        k = r.split(":")[0]
+        kinds[k] = REASON_WEIGHTS.get(k, DEFAULT_REASON_WEIGHT)
+    n_unc = int(uncertain.sum()) + uncertain_misses
+    priority = sum(kinds.values()) + cfg.per_box_weight * n_unc
+    # keep reasons unique (missed_cluster may repeat) but count the misses above
+    seen, uniq = set(), []
+    for r in reasons:
+        if r not in seen:
+            seen.add(r)
+            uniq.append(r)
+    return FrameSignal(float(priority), uniq, n_unc)
+
+
+# ------------------------------------------------------------------------------------------------ selection
+
+
+def event_ids(log_ids, timestamps_ns, reasons: list[list[str]], max_gap_s: float = 1.5) -> list[list[str]]:
+    """Event id per reason per frame: the same reason string in consecutive frames of a log (no more than
+    ``max_gap_s`` apart) is one event; a reason naming a track (``kind:t0003``) is one event along that track."""
+    order = sorted(range(len(reasons)), key=lambda i: (str(log_ids[i]), int(timestamps_ns[i])))
+    last: dict[tuple, tuple[int, str]] = {}
+    out: list[list[str]] = [[] for _ in reasons]
+    counter = 0
+    for i in order:
+        for r in reasons[i]:
+            key = (str(log_ids[i]), r)
+            prev = last.get(key)
+            track_reason = ":t" in r
+            if prev is not None and (track_reason or int(timestamps_ns[i]) - prev[0] <= max_gap_s * 1e9):
+                eid = prev[1]
+            else:
+                eid = f"{log_ids[i]}|{r}|{counter}"
+                counter += 1
+            last[key] = (int(timestamps_ns[i]), eid)
+            out[i].append(eid)
+    return out
+
+
+def budget_frames(n: int, budget_fraction: float, max_frames: int | None = None) -> int:
+    k = int(math.ceil(budget_fraction * n - 1e-9))
+    return max(0, min(k, n, max_frames if max_frames is not None else n))
+
+
+def select_diverse(log_ids, timestamps_ns, base_priority, reasons: list[list[str]], budget_fraction: float,
+                   max_frames: int | None = None, min_gap_s: float = 0.0, event_gap_s: float = 1.5) -> np.ndarray:
+    """Boolean mask of frames for review: greedy, each step takes the frame with the highest
+    ``base_priority + sum of the weights of its reasons whose event is not yet covered`` (ties: earlier), so a
+    corner-case event sends one frame, then the budget moves on to other events. Frames within ``min_gap_s`` of a
+    picked frame of the same log are skipped."""
+    n = len(base_priority)
+    k = budget_frames(n, budget_fraction, max_frames)
+    chosen = np.zeros(n, dtype=bool)
+    if k == 0:
+        return chosen
+    ev = event_ids(log_ids, timestamps_ns, reasons, event_gap_s)
+    w = [[REASON_WEIGHTS.get(r.split(":")[0], DEFAULT_REASON_WEIGHT) for r in rs] for rs in reasons]
+    base = np.asarray(base_priority, dtype=np.float64)
+    ts = np.asarray(timestamps_ns, dtype=np.int64)
+    covered: set[str] = set()
+    picked: dict[str, list[int]] = {}
+    blocked = np.zeros(n, dtype=bool)
+    for _ in range(k):
+        val = np.array([base[i] + sum(wi for e, wi in zip(ev[i], w[i]) if e not in covered) for i in range(n)])
+        val[chosen | blocked] = -np.inf
+        if not np.isfinite(val).any():
+            break
+        best = np.flatnonzero(val == val.max())
+        i = int(best[np.argmin(ts[best])])
+        chosen[i] = True
+        covered.update(ev[i])
+        if min_gap_s > 0:
+            same = np.asarray([str(x) == str(log_ids[i]) for x in log_ids])
+            blocked |= same & (np.abs(ts - ts[i]) < min_gap_s * 1e9)
+    return chosen
+
+
+def select_by_priority(log_ids, timestamps_ns, priorities, budget_fraction: float, min_gap_s: float = 1.0,
+                       max_frames: int = 10**9) -> np.ndarray:
+    """Plain priority order within the budget with temporal diversity: a wrapper of
+    :func:`labeler.pipeline.selection.select_for_review` (min_priority 0: every frame may be picked)."""
+    from labeler.pipeline.config import SelectionCfg
+    from labeler.pipeline.selection import select_for_review
+
+    cfg = SelectionCfg(budget_fraction=budget_fraction, max_frames=max_frames, min_gap_s=min_gap_s, min_priority=-np.inf)
+    return select_for_review(log_ids, timestamps_ns, priorities, cfg)
