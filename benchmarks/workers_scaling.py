@@ -106,6 +106,21 @@ def run_once(logs_dir: str, workers: int, chunk: int, state: str):
     return summary, time.perf_counter() - t0, s
 
 
+def worker_fixed_cpu() -> tuple[float, float]:
+    """(CPU s, wall s) of starting a 1-worker LocalCluster and loading the model on it, with no frames to process."""
+    from dask.distributed import Client, LocalCluster
+
+    from labeler.pipeline import steps
+    from labeler.pipeline.config import ModelCfg
+
+    t0 = time.perf_counter()
+    with CpuSampler() as s:
+        with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None,
+                          host="127.0.0.1") as cluster, Client(cluster) as client:
+            client.run(lambda: steps.get_model(ModelCfg()) and None)
+    return s.workers_cpu, time.perf_counter() - t0
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--logs", type=int, default=10)
@@ -136,12 +151,17 @@ def main() -> None:
                 print(f"  {w} worker(s): {summary.frames_in} frames {wall:6.1f} s wall  {summary.frames_in / wall:5.2f} frames/s | "
                       f"CPU s: workers {s.workers_cpu:6.1f} driver {s.driver_cpu:5.1f} -> parallelism {ours / wall:.2f} | "
                       f"other processes {others:6.1f} CPU s ({others / wall:.2f} cores)  loadavg {os.getloadavg()[0]:.2f}")
+        fixed_cpu, fixed_wall = worker_fixed_cpu()
     w1, w2 = statistics.median(walls[1]), statistics.median(walls[2])
     c1, c2 = statistics.median(cpus[1]), statistics.median(cpus[2])
     print(f"wall speed-up 2 vs 1 worker: {w1 / w2:.2f}x  (median wall {w1:.1f} s vs {w2:.1f} s; per pair "
           f"{', '.join(f'{a / b:.2f}' for a, b in zip(walls[1], walls[2]))})   goal >= 1.7x")
     print(f"pipeline CPU seconds: 1 worker {c1:.1f}, 2 workers {c2:.1f} (ratio {c2 / c1:.2f}: extra work of the 2nd process)")
     print(f"CPU-time speed-up estimate (2 idle cores): {c1 / (c2 / min(2, ncpu)):.2f}x = CPU(1) / (CPU(2) / 2)")
+    work = max(0.0, c1 - fixed_cpu)
+    print(f"fixed cost per worker (spawn + imports + model load, no frames): {fixed_cpu:.1f} CPU s ({fixed_wall:.1f} s wall); "
+          f"frame work {work:.1f} CPU s = {1000 * work / max(1, summary.frames_in):.0f} ms/frame -> estimate at 10x the frames: "
+          f"{(10 * work + fixed_cpu) / ((10 * work + 2 * fixed_cpu) / 2):.2f}x")
 
 
 if __name__ == "__main__":
