@@ -35,7 +35,7 @@ def _verdict(v):
 
 
 @pytest.mark.studio
-def test_annotator_actions_to_review_log_and_labels(studio, studio_client, tmp_path):
+def test_annotator_actions_to_review_log_and_labels(studio, studio_client, tmp_path, monkeypatch, capsys):
     if studio.document_root is None:
         pytest.skip("external server without LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT")
     ls = studio_client
@@ -138,9 +138,28 @@ def test_annotator_actions_to_review_log_and_labels(studio, studio_client, tmp_p
     assert sorted(nus["results"]) == [f"{log_id}/{T0}", f"{log_id}/{T0 + 4}"]
     assert {b["detection_name"] for b in nus["results"][f"{log_id}/{T0}"]} == {"car", "truck", "pedestrian"}
 
-    # pulling again gives the same tables (replaced, not appended)
-    pull_run(str(run), ls)
-    assert read_table(str(run), "review_log").num_rows == len(rows)
+    # `labeler pull` again (the CLI, server from the environment) gives the same tables (replaced, not appended)
+    monkeypatch.setenv("LABEL_STUDIO_URL", studio.url)
+    monkeypatch.setenv("LABEL_STUDIO_API_KEY", studio.api_key)
+    assert _cli(["pull", "--run", str(run)]) == 0
+    assert "edited 2" in capsys.readouterr().out
+    assert read_table(str(run), "review_log").to_pylist() == rows
+    assert _cli(["report", "review", "--run", str(run)]) == 0
+    assert (run / "review" / "effort.png").exists() and "efficiency ratio" in capsys.readouterr().out
+
+
+def _cli(argv) -> int:
+    import argparse
+
+    from labeler.cli import build_parser
+    from labeler.review import cli as review_cli
+
+    p = build_parser()
+    sub = next(a for a in p._actions if isinstance(a, argparse._SubParsersAction))
+    if "pull" not in sub.choices:  # until labeler.cli calls review_cli.add_parsers(sub) itself
+        review_cli.add_parsers(sub)
+    args = p.parse_args(argv)
+    return args.func(args)
 
 
 def test_kitti_camera_and_lidar_conventions(tmp_path):
