@@ -58,6 +58,8 @@ class RefineCfg:
     z_window: int = 9                  # running median of z, frames
     interpolated_score_factor: float = 0.85
     size_quantile: float = 0.5         # score-weighted quantile of l, w, h per track (0.5 = median)
+    extrapolate_frames: int = 10       # extend moving tracks this many frames past both ends (source "extrapolated")
+    extrapolated_score_factor: float = 0.5
 
 
 def weighted_quantile(values, weights, q: float = 0.5) -> float:
@@ -115,9 +117,8 @@ def circular_smooth(angles, window: int) -> np.ndarray:
     s, c = np.sin(a), np.cos(a)
     ok = np.isfinite(a)
     s, c = np.where(ok, s, 0.0), np.where(ok, c, 0.0)
-    k = np.ones(max(1, window))
-    ss = np.convolve(s, k, "same")
-    cc = np.convolve(c, k, "same")
+    ss = pd.Series(s).rolling(max(1, window), center=True, min_periods=1).sum().to_numpy()
+    cc = pd.Series(c).rolling(max(1, window), center=True, min_periods=1).sum().to_numpy()
     return np.arctan2(ss, cc)
 
 
@@ -140,6 +141,8 @@ def refine_track(det: pd.DataFrame, grid_ns: np.ndarray, cfg: RefineCfg) -> tupl
     ts = det["timestamp_ns"].to_numpy(np.int64)
     w = np.clip(det["score"].to_numpy(np.float64), 0.05, 1.0)
     lo, hi = np.searchsorted(grid_ns, ts[0]), np.searchsorted(grid_ns, ts[-1])
+    ext = cfg.extrapolate_frames if len(ts) >= cfg.min_hits else 0
+    lo, hi = max(0, lo - ext), min(len(grid_ns) - 1, hi + ext)
     g = grid_ns[lo:hi + 1]
     pos = np.searchsorted(g, ts)
     n = len(g)
@@ -183,11 +186,17 @@ def refine_track(det: pd.DataFrame, grid_ns: np.ndarray, cfg: RefineCfg) -> tupl
     for a, gap in zip(pos[:-1], gaps):
         if 0 < gap <= cfg.max_gap_frames:
             emit[a + 1:a + 1 + gap] = True
+    source = np.where(has, "detected", "interpolated").astype(object)
+    if not static and ext:
+        source[:pos[0]] = "extrapolated"
+        source[pos[-1] + 1:] = "extrapolated"
+        emit[:pos[0]] = True
+        emit[pos[-1] + 1:] = True
     raw_index = np.full(n, -1, dtype=np.int64)
     raw_index[pos] = det.index.to_numpy()
     out = pd.DataFrame({"timestamp_ns": g, "wx": states[:, 0], "wy": states[:, 1], "wz": z_full, "wyaw": wrap_angle(yaw_full),
                         "l": size[0], "w": size[1], "h": size[2],
-                        "source": np.where(has, "detected", "interpolated"), "raw_index": raw_index})
+                        "source": source, "raw_index": raw_index})
     flips = pd.Series(flipped, index=det.index)
     return out[emit].reset_index(drop=True), flips
 
@@ -240,10 +249,11 @@ def refine_log(preds, world_from_lidar: dict[int, np.ndarray], frame_times_ns=No
             flipped[flips.index] = flips.to_numpy()
             cat = vote_class(sel["category"], sel["score"])
             for k, r in enumerate(out.itertuples(index=False)):
-                interp = r.source == "interpolated"
+                interp = r.source != "detected"
+                factor = {"detected": 1.0, "interpolated": cfg.interpolated_score_factor}.get(r.source, cfg.extrapolated_score_factor)
                 rows.append({"timestamp_ns": int(r.timestamp_ns), "track_id": f"t{tid:04d}",
                              "wbox": (r.wx, r.wy, r.wz, r.l, r.w, r.h, r.wyaw), "category": cat,
-                             "score": tscore * (cfg.interpolated_score_factor if interp else 1.0), "source": r.source,
+                             "score": tscore * factor, "source": r.source,
                              "raw_object_id": None if interp else str(df.at[int(r.raw_index), "object_id"]),
                              "num_points": 0 if interp else int(df.at[int(r.raw_index), "num_points"])})
     # back to each frame's LiDAR frame
