@@ -319,6 +319,8 @@ def select_diverse(log_ids, timestamps_ns, base_priority, reasons: list[list[str
     blocked = np.zeros(n, dtype=bool)
     for _ in range(k):
         val = np.array([base[i] + sum(wi for e, wi in zip(ev[i], w[i]) if e not in covered) for i in range(n)])
+        if (chosen | blocked).all():
+            blocked[:] = False  # temporal diversity is a preference: once every frame is near a pick, fill up
         val[chosen | blocked] = -np.inf
         if not np.isfinite(val).any():
             break
@@ -340,4 +342,11 @@ def select_by_priority(log_ids, timestamps_ns, priorities, budget_fraction: floa
     from labeler.pipeline.selection import select_for_review
 
     cfg = SelectionCfg(budget_fraction=budget_fraction, max_frames=max_frames, min_gap_s=min_gap_s, min_priority=-np.inf)
-    return select_for_review(log_ids, timestamps_ns, priorities, cfg)
+    chosen = select_for_review(log_ids, timestamps_ns, priorities, cfg)
+    # temporal diversity is a preference: when the gap leaves budget unused, fill it in priority order
+    left = budget_frames(len(chosen), budget_fraction, max_frames) - int(chosen.sum())
+    if left > 0:
+        pr = np.asarray(priorities, dtype=np.float64)
+        order = np.lexsort((np.asarray(timestamps_ns, dtype=np.int64), -pr))
+        chosen[[i for i in order if not chosen[i]][:left]] = True
+    return chosen

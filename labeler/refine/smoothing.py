@@ -122,6 +122,18 @@ def circular_smooth(angles, window: int) -> np.ndarray:
     return np.arctan2(ss, cc)
 
 
+def robust_displacement(x, y, w) -> float:
+    """Distance between the weighted-median centres of the first and the second half of a track's detections
+    (robust to single outliers; 0 for one detection)."""
+    n = len(x)
+    if n < 2:
+        return 0.0
+    h = n // 2
+    a = (weighted_quantile(x[:h], w[:h]), weighted_quantile(y[:h], w[:h]))
+    b = (weighted_quantile(x[n - h:], w[n - h:]), weighted_quantile(y[n - h:], w[n - h:]))
+    return float(np.hypot(a[0] - b[0], a[1] - b[1]))
+
+
 def _running_median(v: np.ndarray, window: int) -> np.ndarray:
     s = pd.Series(v)
     return s.rolling(window, center=True, min_periods=1).median().to_numpy()
@@ -152,10 +164,8 @@ def refine_track(det: pd.DataFrame, grid_ns: np.ndarray, cfg: RefineCfg) -> tupl
     rv[pos] = cfg.track.meas_sigma_m ** 2 / np.maximum(w, 0.1)
     cat = vote_class(det["category"], w)
     states, _ = rts_smooth(g / 1e9, z_xy, rv, CLASS_ACCEL.get(cat, DEFAULT_ACCEL), cfg.track.init_speed_sigma)
-    disp = float(np.hypot(*(states[-1, :2] - states[0, :2])))
-    span_s = (g[-1] - g[0]) / 1e9
     speed = np.hypot(states[:, 2], states[:, 3])
-    static = disp < cfg.static_max_disp_m and (span_s < 1e-9 or disp / max(span_s, 1e-9) < 0.5 * cfg.moving_speed_mps)
+    static = robust_displacement(det["wx"].to_numpy(), det["wy"].to_numpy(), w) < cfg.static_max_disp_m
     raw_yaw = det["wyaw"].to_numpy(np.float64)
     yaw_full = np.full(n, np.nan)
     if static:

@@ -1,0 +1,133 @@
+"""Parsers for ``labeler bench efficiency`` and ``labeler gate`` (wired into :mod:`labeler.cli` with
+``add_bench_parser(sub)`` and ``add_gate_parser(sub)``)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+
+def _state(args) -> str:
+    return str(Path(getattr(args, "state", None) or os.environ.get("LABELER_STATE") or "./state").expanduser().resolve())
+
+
+def _heldout(args, state: str) -> list[str]:
+    from labeler.logs.native import find_native_logs
+
+    root = args.logs or os.path.join(state, "heldout_logs")
+    if not os.path.exists(root):
+        from labeler.simulate import SimConfig, simulate_logs
+
+        print(f"simulating {args.num_logs} held-out logs (seed {args.seed}, {args.duration:g} s) into {root}", file=sys.stderr)
+        simulate_logs(root, args.num_logs, args.seed, SimConfig(duration_s=args.duration), workers=1, progress=False)
+    logs = find_native_logs(root)
+    return logs[: args.num_logs] if args.num_logs else logs
+
+
+def cmd_bench_efficiency(args) -> int:
+    from labeler.refine.efficiency import BenchCfg, format_table, plot, run_benchmark, to_json
+    from labeler.review.effort import CostModel
+
+    state = _state(args)
+    logs = _heldout(args, state)
+    budgets = tuple(float(b) / 100.0 for b in args.budgets.split(","))
+    cfg = BenchCfg(frame_step=args.frame_step, accept_score=args.accept_score, budgets=budgets, seed=args.seed)
+    cm = CostModel.with_overrides(args.cost)
+    res = run_benchmark(logs, args.model, cfg, cache_dir=os.path.join(state, "cache", "efficiency"), cm=cm,
+                        progress=lambda m: print(m, file=sys.stderr))
+    out = Path(args.out or os.path.join(state, "bench", "efficiency"))
+    out.mkdir(parents=True, exist_ok=True)
+    text = format_table(res)
+    (out / "efficiency.md").write_text(text + "\n")
+    (out / "efficiency.json").write_text(to_json(res))
+    png = plot(res, str(out / "efficiency.png"))
+    print(text)
+    print(f"\nwrote {out / 'efficiency.md'}, {out / 'efficiency.json'}, {png}")
+    return 0
+
+
+def cmd_gate(args) -> int:
+    from labeler.refine.bank import gate
+
+    state = _state(args)
+    held = []
+    if not args.no_heldout:
+        from labeler.logs.native import find_native_logs
+
+        root = args.logs or os.path.join(state, "heldout_logs")
+        held = find_native_logs(root) if os.path.exists(root) else []
+    res = gate(args.model, args.baseline, state, held, frame_step=args.frame_step, tolerance=args.tolerance,
+               bank_version=args.bank_version)
+    print(json.dumps({"candidate": res.candidate, "baseline": res.baseline, "bank_version": res.bank_version,
+                      "bank_frames": res.bank_frames}, indent=1, default=float))
+    print(res.message, file=sys.stdout if res.passed else sys.stderr)
+    return 0 if res.passed else 1
+
+
+def add_bench_parser(sub) -> argparse.ArgumentParser:
+    """``labeler bench efficiency``."""
+    b = sub.add_parser("bench", help="benchmarks measured on simulated ground truth")
+    bsub = b.add_subparsers(dest="bench", required=True, metavar="BENCH")
+    e = bsub.add_parser("efficiency", help="human effort and final box error vs review budget",
+                        description="Run a detector on held-out simulated logs, refine offboard, select frames for review "
+                                    "(random / score-only / all signals, each with and without refinement) and report, per "
+                                    "budget, the final box error when reviewed frames end exactly right, the human seconds "
+                                    "(labeler.review.effort.CostModel) vs labeling from scratch, and the share of injected "
+                                    "corner cases reviewed. Writes efficiency.md/.json/.png.")
+    e.add_argument("--model", default="geometric", help="detector spec (default geometric; e.g. bev, "
+                                                          "'geometric:min_cluster_points=200')")
+    e.add_argument("--logs", help="folder of held-out native logs with ground truth (default <state>/heldout_logs; "
+                                  "simulated with --seed when missing)")
+    e.add_argument("--num-logs", type=int, default=4, help="logs used (default 4)")
+    e.add_argument("--duration", type=float, default=20.0, help="seconds per simulated log when simulating (default 20)")
+    e.add_argument("--seed", type=int, default=0, help="simulation seed and random-selection seed (default 0)")
+    e.add_argument("--frame-step", type=int, default=5, help="evaluate every N-th frame (default 5)")
+    e.add_argument("--budgets", default="0,2,5,10,20,50,100", help="review budgets, percent of frames (default 0,2,5,10,20,50,100)")
+    e.add_argument("--accept-score", type=float, default=0.3, help="auto-accepted pre-labels need this score (default 0.3)")
+    e.add_argument("--cost", action="append", help="override a cost, key=seconds (see labeler.review.effort.CostModel); repeatable")
+    e.add_argument("--out", help="output folder (default <state>/bench/efficiency)")
+    e.add_argument("--state", help="state dir (same as the global --state)", default=argparse.SUPPRESS)
+    e.set_defaults(func=cmd_bench_efficiency)
+    return b
+
+
+def add_gate_parser(sub) -> argparse.ArgumentParser:
+    """``labeler gate``."""
+    g = sub.add_parser("gate", help="fail when a candidate model forgets corner cases of the bank",
+                       description="Evaluate a candidate detector and the current one on the corner-case bank "
+                                   "(<state>/bank/v<N>) and on held-out logs; exit 1 when the candidate's recall on the bank "
+                                   "is below the current model's (minus --tolerance).")
+    g.add_argument("--model", required=True, help="candidate detector spec")
+    g.add_argument("--baseline", default="geometric", help="current detector spec (default geometric)")
+    g.add_argument("--bank-version", type=int, help="bank version (default latest)")
+    g.add_argument("--logs", help="held-out logs folder (default <state>/heldout_logs when it exists)")
+    g.add_argument("--no-heldout", action="store_true", help="evaluate on the bank only")
+    g.add_argument("--frame-step", type=int, default=10, help="held-out frames: every N-th (default 10)")
+    g.add_argument("--tolerance", type=float, default=0.0, help="allowed recall drop (default 0)")
+    g.add_argument("--state", help="state dir (same as the global --state)", default=argparse.SUPPRESS)
+    g.set_defaults(func=cmd_gate)
+    return g
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Stand-alone entry (until labeler.cli wires the parsers): ``python -m labeler.refine.cli bench efficiency``."""
+    p = argparse.ArgumentParser(prog="labeler")
+    p.add_argument("--state")
+    sub = p.add_subparsers(dest="command", required=True)
+    add_bench_parser(sub)
+    add_gate_parser(sub)
+    args = p.parse_args(argv)
+    from labeler.errors import LabelerError
+
+    try:
+        return args.func(args)
+    except LabelerError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

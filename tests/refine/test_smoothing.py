@@ -1,0 +1,90 @@
+import numpy as np
+import pandas as pd
+
+from labeler.geometry.boxes import wrap_angle
+from labeler.geometry.transforms import pose_from_xyz_yaw
+from labeler.refine.smoothing import RefineCfg, axis_heading, fix_flips, refine_log, weighted_quantile
+
+T0 = 2_000_000_000_000
+
+
+def _car_track(n=20, noise=0.15, seed=0):
+    """Identity poses; a car drives +x at 6 m/s. Frame 3 has its heading flipped, frame 5 calls it a truck,
+    frames 9 and 10 are missed, sizes are noisy; one single weak detection elsewhere (clutter)."""
+    rng = np.random.default_rng(seed)
+    poses = {T0 + k * 100_000_000: pose_from_xyz_yaw(0, 0, 0, 0) for k in range(n)}
+    rows = []
+    for k in range(n):
+        if k in (9, 10):
+            continue
+        yaw = np.pi if k == 3 else 0.0
+        rows.append({"timestamp_ns": T0 + k * 100_000_000, "object_id": f"p{k}", "x": 10 + 0.6 * k + rng.normal(0, noise),
+                     "y": 5 + rng.normal(0, noise), "z": -1.0, "l": 4.5 + rng.normal(0, 0.3), "w": 1.9 + rng.normal(0, 0.1),
+                     "h": 1.6, "yaw": yaw + rng.normal(0, 0.05), "category": "truck" if k == 5 else "car", "score": 0.7,
+                     "num_points": 80})
+    rows.append({"timestamp_ns": T0 + 4 * 100_000_000, "object_id": "clutter", "x": -20.0, "y": -20.0, "z": -1.0, "l": 1.0,
+                 "w": 1.0, "h": 1.0, "yaw": 0.0, "category": "car", "score": 0.2, "num_points": 3})
+    return pd.DataFrame(rows), poses
+
+
+def test_refine_log_one_size_flip_fixed_gap_filled_class_voted_clutter_dropped():
+    preds, poses = _car_track()
+    refined, raw = refine_log(preds, poses, log_id="L")
+    r = refined.to_pandas()
+    car = r[r["track_id"] == r["track_id"].iloc[0]]
+    assert r["track_id"].nunique() == 1                         # the clutter track is dropped
+    assert set(car["category"]) == {"car"}                      # class by vote
+    assert car["l"].nunique() == 1 and car["w"].nunique() == 1  # one size per track
+    assert abs(car["l"].iloc[0] - 4.5) < 0.3
+    assert np.abs(wrap_angle(car["yaw"].to_numpy())).max() < 0.2  # heading = motion (+x), flip fixed
+    interp = car[car["source"] == "interpolated"]
+    assert sorted(interp["timestamp_ns"]) == [T0 + 9 * 100_000_000, T0 + 10 * 100_000_000]
+    assert interp["raw_object_id"].isna().all()
+    np.testing.assert_allclose(interp["x"].to_numpy(), [10 + 0.6 * 9, 10 + 0.6 * 10], atol=0.3)
+    det = car[car["source"] == "detected"]
+    assert set(det["raw_object_id"]) == set(preds["object_id"]) - {"clutter"}
+    # smoothing brings centres closer to the truth than the raw detections
+    k = ((det["timestamp_ns"] - T0) // 100_000_000).to_numpy()
+    ref_err = np.hypot(det["x"] - (10 + 0.6 * k), det["y"] - 5).mean()
+    rp = preds.set_index("object_id").loc[det["raw_object_id"]]
+    raw_err = np.hypot(rp["x"].to_numpy() - (10 + 0.6 * k), rp["y"].to_numpy() - 5).mean()
+    assert ref_err < 0.7 * raw_err
+    rw = raw.to_pandas().set_index("object_id")
+    assert bool(rw.loc["p3", "yaw_flipped"]) and not bool(rw.loc["p4", "yaw_flipped"])
+    assert not bool(rw.loc["clutter", "kept"]) and bool(rw.loc["p4", "kept"])
+
+
+def test_extrapolation_is_marked_and_scored_lower():
+    preds, poses = _car_track(n=20)
+    preds = preds[preds["object_id"] != "clutter"]
+    preds = preds[preds["timestamp_ns"] <= T0 + 15 * 100_000_000]
+    r = refine_log(preds, poses, cfg=RefineCfg(extrapolate_frames=2), log_id="L")[0].to_pandas()
+    ext = r[r["source"] == "extrapolated"]
+    assert sorted(ext["timestamp_ns"]) == [T0 + 16 * 100_000_000, T0 + 17 * 100_000_000]
+    assert (ext["score"] < r[r["source"] == "detected"]["score"].min()).all()
+    none = refine_log(preds, poses, cfg=RefineCfg(extrapolate_frames=0), log_id="L")[0].to_pandas()
+    assert "extrapolated" not in set(none["source"])
+
+
+def test_static_track_heading_by_consistency_and_pose_by_median():
+    poses = {T0 + k * 100_000_000: pose_from_xyz_yaw(0, 0, 0, 0) for k in range(8)}
+    yaws = [0.3, 0.3 + np.pi, 0.3, 0.3, 0.3 - np.pi, 0.3, 0.3, 0.3]
+    preds = pd.DataFrame([{"timestamp_ns": T0 + k * 100_000_000, "object_id": f"p{k}", "x": 12.0 + (3.0 if k == 2 else 0.0),
+                           "y": 3.0, "z": -1.0, "l": 4.4, "w": 1.8, "h": 1.5, "yaw": y, "category": "car", "score": 0.8,
+                           "num_points": 50} for k, y in enumerate(yaws)])
+    r = refine_log(preds, poses, log_id="L")[0].to_pandas()
+    assert len(r) == 8
+    np.testing.assert_allclose(r["yaw"], 0.3, atol=1e-6)
+    np.testing.assert_allclose(r["x"], 12.0, atol=1e-6)        # the 3 m outlier does not move the parked car
+
+
+def test_helpers():
+    assert weighted_quantile([1, 2, 10], [1, 1, 1]) == 2
+    assert weighted_quantile([1, 2, 10], [0.01, 0.01, 5]) > 8
+    assert abs(axis_heading([0.1, 0.1 + np.pi, 0.1], [1, 1, 1]) - 0.1) < 1e-6
+    fixed, flipped = fix_flips([0.0, np.pi - 0.1, 1.0], 0.0)
+    assert list(flipped) == [False, True, False]
+    assert abs(fixed[1] - (-0.1)) < 1e-9
+    empty, raw = refine_log(pd.DataFrame(columns=["timestamp_ns", "object_id", "x", "y", "z", "l", "w", "h", "yaw", "category",
+                                                  "score", "num_points"]), {T0: np.eye(4)}, log_id="L")
+    assert empty.num_rows == 0 and raw.num_rows == 0

@@ -1,0 +1,78 @@
+import numpy as np
+import pandas as pd
+
+from labeler.geometry.boxes import transform_boxes
+from labeler.geometry.transforms import invert, pose_from_xyz_yaw
+from labeler.refine.tracking import rts_smooth, to_world, track
+
+T0 = 1_000_000_000_000
+
+
+def _scene(n=30, noise=0.05, seed=0):
+    """Ego drives +x at 5 m/s turning slowly; car A drives +y at 8 m/s in the world, car B is parked.
+    Returns (preds in the LiDAR frame, poses, true world positions per row)."""
+    rng = np.random.default_rng(seed)
+    rows, poses, truth = [], {}, []
+    for k in range(n):
+        ts = T0 + k * 100_000_000
+        t = k * 0.1
+        W = pose_from_xyz_yaw(5 * t, 0, 1.8, 0.02 * k)
+        poses[ts] = W
+        for name, (x, y, yaw, cat) in {"A": (20.0, -10 + 8 * t, np.pi / 2, "car"), "B": (15.0, 6.0, 0.0, "car")}.items():
+            wb = np.array([[x + rng.normal(0, noise), y + rng.normal(0, noise), 0.0, 4.5, 1.9, 1.6, yaw]])
+            lb = transform_boxes(wb, invert(W))[0]
+            rows.append({"timestamp_ns": ts, "object_id": f"{name}{k}", **dict(zip("x y z l w h yaw".split(), lb)),
+                         "category": cat, "score": 0.8, "num_points": 100, "true": name})
+            truth.append((x, y))
+    return pd.DataFrame(rows), poses, np.array(truth)
+
+
+def test_to_world_recovers_world_positions():
+    preds, poses, truth = _scene(noise=0.0)
+    w = to_world(preds, poses)
+    np.testing.assert_allclose(w[["wx", "wy"]].to_numpy(), truth, atol=1e-9)
+
+
+def test_track_keeps_identities_of_a_moving_and_a_parked_car_with_moving_ego():
+    preds, poses, _ = _scene()
+    tids = track(to_world(preds, poses), sorted(poses))
+    by_name = pd.Series(tids).groupby(preds["true"].to_numpy()).unique()
+    assert len(by_name["A"]) == 1 and len(by_name["B"]) == 1
+    assert by_name["A"][0] != by_name["B"][0]
+
+
+def test_track_bridges_a_short_gap_but_not_a_long_one():
+    preds, poses, _ = _scene()
+    a = preds[preds["true"] == "A"].reset_index(drop=True)
+    short = a.drop(index=[10, 11, 12]).reset_index(drop=True)
+    assert len(np.unique(track(to_world(short, poses), sorted(poses)))) == 1
+    long = a.drop(index=list(range(10, 20))).reset_index(drop=True)
+    assert len(np.unique(track(to_world(long, poses), sorted(poses)))) == 2
+
+
+def test_class_aware_gating_separates_a_pedestrian_from_a_car_at_the_same_place():
+    preds, poses, _ = _scene()
+    b = preds[preds["true"] == "B"].reset_index(drop=True)
+    ped = b.copy()
+    ped["category"] = "pedestrian"
+    ped["x"] += 0.3
+    both = pd.concat([b, ped], ignore_index=True)
+    tids = track(to_world(both, poses), sorted(poses))
+    assert len(np.unique(tids[: len(b)])) == 1 and len(np.unique(tids[len(b):])) == 1
+    assert tids[0] != tids[len(b)]
+
+
+def test_rts_smoother_reduces_noise_and_fills_gaps():
+    rng = np.random.default_rng(1)
+    t = np.arange(50) * 0.1
+    true = np.stack([3.0 * t, 1.0 + 0.5 * t], axis=1)
+    z = true + rng.normal(0, 0.3, true.shape)
+    z[20:25] = np.nan
+    xs, sig = rts_smooth(t, z, np.full(50, 0.09), accel=0.5)
+    ok = np.isfinite(z[:, 0])
+    raw_err = np.abs(z[ok] - true[ok]).mean()
+    sm_err = np.abs(xs[ok, :2] - true[ok]).mean()
+    assert sm_err < 0.5 * raw_err
+    assert np.abs(xs[20:25, :2] - true[20:25]).max() < 0.3   # the gap is bridged along the motion
+    assert abs(xs[25, 2] - 3.0) < 0.5                        # velocity estimated
+    assert sig[22] > sig[10]                                 # less sure inside the gap
