@@ -332,7 +332,9 @@ def pull_run(run_dir: str, client=None, *, export: bool = True, exported_tasks: 
             for t in sorted(tasks, key=lambda t: int(t["id"]), reverse=True):
                 by_key[(t.get("data") or {}).get("frame_key")] = t
             for r in rows:
-                t = by_id.get(int(r["task_id"])) or by_key.get(r["frame_key"])
+                t = by_id.get(int(r["task_id"]))
+                if t is None or (t.get("data") or {}).get("frame_key") != r["frame_key"]:
+                    t = by_key.get(r["frame_key"])
                 if t is None:
                     raise StudioError(f"task {r['task_id']} ({r['frame_key']}) of run {run_id} is not in project {pid} "
                                       "any more: was it deleted in Label Studio?")

@@ -163,10 +163,10 @@ def _payload(t: ReviewTask, document_root: str, cameras: set[str]) -> dict:
         data[camera_image_name(c.name)] = local_file_url(c.image_path, document_root)
     result = prediction_result(boxes, t.categories, t.object_ids, t.bev_grid, t.scores, t.cameras)
     score = float(np.mean(t.scores)) if n else 0.0
-    pred = json.loads(json.dumps({"model_version": t.model_version, "score": score, "result": result}))
-    data["pred_sha"] = hashlib.sha1(_canon(pred).encode()).hexdigest()[:16]
-    # JSON round trip: compare what the server stores (plain floats, ints) with what it returns
-    return json.loads(json.dumps({"data": data, "predictions": [pred]}))
+    # JSON round trip (once): compare what the server stores (plain floats, ints) with what it returns
+    out = json.loads(json.dumps({"data": data, "predictions": [{"model_version": t.model_version, "score": score, "result": result}]}))
+    out["data"]["pred_sha"] = hashlib.sha1(_canon(out["predictions"][0]).encode()).hexdigest()[:16]
+    return out
 
 
 def list_frame_tasks(client: LabelStudio, project_id: int, log_ids=None, page_size: int = 1000) -> dict[str, dict]:
@@ -244,10 +244,13 @@ def push_tasks(
         status[key] = (ex["id"], "existing" if same_data and same_pred else "updated")
 
     new = [k for k in keys if k not in existing]
+    created: dict[str, int] = {}  # frame_key -> task id, from import responses (batches imported in one go)
     for i in range(0, len(new), batch_size):
         batch = new[i : i + batch_size]
-        _import_batch(client, project_id, [payloads[k] for k in batch], batch)
-    if new:
+        created.update(_import_batch(client, project_id, [payloads[k] for k in batch], batch))
+    if new and all(k in created for k in new):
+        status.update({k: (created[k], "created") for k in new})
+    elif new:  # a batch needed recovery: read the ids back
         ids = list_frame_tasks(client, project_id, log_ids={payloads[k]["data"]["log_id"] for k in new})
         missing = [k for k in new if k not in ids]
         if missing:
@@ -262,13 +265,19 @@ def push_tasks(
     return [PushedTask(k, status[k][0], status[k][1]) for k in keys]
 
 
-def _import_batch(client: LabelStudio, project_id: int, payloads: list[dict], keys: list[str]) -> None:
-    """Import one batch; after a failed attempt, re-check which frames arrived so a retry never duplicates."""
+def _import_batch(client: LabelStudio, project_id: int, payloads: list[dict], keys: list[str]) -> dict[str, int]:
+    """Import one batch; after a failed attempt, re-check which frames arrived so a retry never duplicates.
+
+    Returns ``frame_key -> task id`` when the whole batch went in with one call (ids in request order), else {}.
+    """
     todo = list(zip(keys, payloads))
     for attempt in range(RETRIES):
         try:
-            client.projects.import_tasks(id=project_id, request=[p for _, p in todo], return_task_ids=True)
-            return
+            r = client.projects.import_tasks(id=project_id, request=[p for _, p in todo], return_task_ids=True)
+            ids = getattr(r, "task_ids", None) or []
+            if attempt == 0 and len(ids) == len(todo):
+                return dict(zip((k for k, _ in todo), (int(i) for i in ids)))
+            return {}
         except ApiError as e:
             if e.status_code is not None and e.status_code < 500:
                 raise StudioError(f"Label Studio refused the import: HTTP {e.status_code}: {str(e.body)[:500]}") from None
@@ -281,7 +290,7 @@ def _import_batch(client: LabelStudio, project_id: int, payloads: list[dict], ke
             continue
         todo = [(k, p) for k, p in todo if k not in present]
         if not todo:
-            return
+            return {}
     raise StudioError(
         "Label Studio is unreachable (importing tasks failed); start it (`labeler studio up`) and re-run: "
         "the push resumes where it stopped (pushed frames are skipped)"
