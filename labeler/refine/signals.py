@@ -31,20 +31,22 @@ from labeler.classes import TYPICAL_SIZE_M
 
 # weight of each reason kind in the frame priority (kind = the part before ':')
 REASON_WEIGHTS: dict[str, float] = {
-    "lidar_sector_dropout": 1.0,
-    "camera_black": 0.9,
-    "camera_overexposed": 0.9,
+    # corner-case causes: a sensor fault, a rare or odd object, a stop (one look each)
+    "lidar_sector_dropout": 1.5,
+    "camera_black": 1.5,
+    "camera_overexposed": 1.5,
+    "rare_class": 1.5,
+    "unusual_size": 1.2,
+    "ego_stopped": 1.2,
+    # pre-label uncertainty
     "camera_time_skew": 0.3,
-    "camera_blurred": 0.3,
-    "rare_class": 1.0,
-    "unusual_size": 0.8,
-    "ego_stopped": 0.7,
-    "missed_cluster": 0.45,
-    "likely_fp": 0.3,
+    "camera_blurred": 0.1,
+    "missed_cluster": 0.3,
+    "likely_fp": 0.2,
     "tta_disagreement": 0.3,
-    "short_track": 0.25,
-    "class_switch": 0.25,
-    "yaw_flip": 0.15,
+    "short_track": 0.15,
+    "class_switch": 0.15,
+    "yaw_flip": 0.05,
     "uncertain_score": 0.1,
 }
 DEFAULT_REASON_WEIGHT = 0.2
@@ -302,7 +304,8 @@ def budget_frames(n: int, budget_fraction: float, max_frames: int | None = None)
 def select_diverse(log_ids, timestamps_ns, base_priority, reasons: list[list[str]], budget_fraction: float,
                    max_frames: int | None = None, min_gap_s: float = 0.0, event_gap_s: float = 1.5) -> np.ndarray:
     """Boolean mask of frames for review: greedy, each step takes the frame with the highest
-    ``base_priority + sum of the weights of its reasons whose event is not yet covered`` (ties: earlier), so a
+    ``base_priority + sum over reason kinds of the weight of the kind if one of its events is not yet covered``
+    (ties: earlier), so a
     corner-case event sends one frame, then the budget moves on to other events. Frames within ``min_gap_s`` of a
     picked frame of the same log are skipped."""
     n = len(base_priority)
@@ -317,8 +320,18 @@ def select_diverse(log_ids, timestamps_ns, base_priority, reasons: list[list[str
     covered: set[str] = set()
     picked: dict[str, list[int]] = {}
     blocked = np.zeros(n, dtype=bool)
+    kinds = [[r.split(":")[0] for r in rs] for rs in reasons]
+
+    def value(i: int) -> float:
+        # each reason kind counts once per frame (ten new yaw flips are not worth more than one sensor failure)
+        best: dict[str, float] = {}
+        for e, wi, kd in zip(ev[i], w[i], kinds[i]):
+            if e not in covered:
+                best[kd] = max(best.get(kd, 0.0), wi)
+        return base[i] + sum(best.values())
+
     for _ in range(k):
-        val = np.array([base[i] + sum(wi for e, wi in zip(ev[i], w[i]) if e not in covered) for i in range(n)])
+        val = np.array([value(i) for i in range(n)])
         if (chosen | blocked).all():
             blocked[:] = False  # temporal diversity is a preference: once every frame is near a pick, fill up
         val[chosen | blocked] = -np.inf

@@ -1,0 +1,85 @@
+import numpy as np
+import pandas as pd
+
+from labeler.geometry.transforms import pose_from_xyz_yaw
+from labeler.refine.signals import (above_ground_clusters, ego_stopped, event_ids, frame_signals, likely_false_positive,
+                                    rarity, score_band, select_by_priority, select_diverse, track_flicker,
+                                    tta_disagreement, unexplained_clusters)
+
+
+def test_score_band_tta_and_sparse_boxes():
+    assert list(score_band([0.1, 0.3, 0.59, 0.6, 0.9], 0.3, 0.6)) == [False, True, True, False, False]
+    assert tta_disagreement(None).shape == (0,)
+    assert list(tta_disagreement([0.1, 0.5, np.nan], 0.3)) == [False, True, False]
+    assert list(likely_false_positive([0, 4, 5, 100, -1], 5)) == [True, True, False, False, False]
+
+
+def test_rarity_by_bank_counts_and_size():
+    boxes = np.array([[0, 0, 0, 4.5, 1.85, 1.6, 0], [0, 0, 0, 12.0, 1.85, 1.6, 0], [0, 0, 0, 1.2, 0.5, 0.9, 0]])
+    rare, odd = rarity(["car", "car", "animal"], boxes, {"car": 990, "pedestrian": 500, "animal": 3})
+    assert list(rare) == [False, False, True]
+    assert list(odd) == [False, True, False]
+    rare2, _ = rarity(["car", "mystery"], boxes[:2])  # no bank: only unknown classes are rare
+    assert list(rare2) == [False, True]
+
+
+def test_track_flicker_short_tracks_class_switches_and_flips():
+    raw = pd.DataFrame({"timestamp_ns": [1, 2, 3, 4, 2, 3], "track_id": ["a", "a", "a", "a", "b", None],
+                        "category": ["car", "car", "truck", "car", "car", "car"], "score": [0.9, 0.9, 0.4, 0.9, 0.5, 0.3],
+                        "yaw_flipped": [False, True, False, False, False, False]})
+    f = track_flicker(raw, min_hits=3)
+    assert list(f["short_track"]) == [False, False, False, False, True, True]
+    assert list(f["class_switch"]) == [False, False, True, False, False, False]
+    assert list(f["yaw_flip"]) == [False, True, False, False, False, False]
+
+
+def test_above_ground_cluster_found_and_unexplained_unless_boxed():
+    rng = np.random.default_rng(0)
+    g = rng.uniform(-30, 30, (20000, 2))
+    ground = np.c_[g, np.full(len(g), -1.8) + rng.normal(0, 0.01, len(g))]
+    car = np.c_[rng.uniform(9, 13.5, 600), rng.uniform(4, 5.8, 600), rng.uniform(-1.3, -0.3, 600)]
+    clusters = above_ground_clusters(np.r_[ground, car])
+    assert len(clusters) == 1
+    assert abs(clusters[0, 0] - 11.25) < 0.5 and abs(clusters[0, 1] - 4.9) < 0.5 and clusters[0, 3] >= 500
+    assert list(unexplained_clusters(clusters, np.zeros((0, 7)))) == [True]
+    box = np.array([[11.2, 4.9, -0.8, 4.5, 1.9, 1.6, 0.0]])
+    assert list(unexplained_clusters(clusters, box)) == [False]
+    far_box = np.array([[-11.2, 4.9, -0.8, 4.5, 1.9, 1.6, 0.0]])
+    assert list(unexplained_clusters(clusters, far_box)) == [True]
+    assert list(unexplained_clusters(clusters, far_box, min_points=10_000)) == [False]  # too small to count
+
+
+def test_ego_stopped():
+    ts = np.arange(6) * 100_000_000
+    poses = np.stack([pose_from_xyz_yaw(x, 0, 0, 0) for x in [0, 1, 2, 2, 2, 2]])
+    s = ego_stopped(ts, poses, 0.3)
+    assert not s[0] and not s[1] and s[4] and s[5]
+
+
+def test_frame_signals_reasons_and_priority():
+    boxes = np.array([[10, 0, -1, 4.5, 1.85, 1.6, 0]])
+    clean = frame_signals([0.9], [200], ["car"], boxes)
+    assert clean.reasons == [] and clean.priority == 0.0
+    weak = frame_signals([0.4], [2], ["car"], boxes, track_ids=["t0001"])
+    assert "uncertain_score" in weak.reasons and "likely_fp:t0001" in weak.reasons
+    broken = frame_signals([0.9], [200], ["car"], boxes, health_flags=["lidar_sector_dropout"])
+    assert broken.priority > weak.priority > clean.priority
+    miss = frame_signals([0.9], [200], ["car"], boxes, clusters=np.array([[-20.0, 3, -1, 300, 4, 2]]))
+    assert "missed_cluster" in miss.reasons and miss.uncertain_boxes == 1
+    tta = frame_signals([0.9, 0.9], [200, 200], ["car", "car"], np.r_[boxes, boxes], uncertainty=[0.05, 0.8])
+    assert tta.reasons == ["tta_disagreement"]
+
+
+def test_events_and_diverse_selection_one_frame_per_event():
+    logs = ["L"] * 6
+    ts = np.arange(6) * 500_000_000
+    reasons = [["ego_stopped"], ["ego_stopped"], ["ego_stopped"], [], ["camera_black:front"], []]
+    ev = event_ids(logs, ts, reasons)
+    assert ev[0] == ev[1] == ev[2] and ev[4][0] != ev[0][0]
+    m = select_diverse(logs, ts, np.zeros(6), reasons, budget_fraction=2 / 6)
+    assert m.sum() == 2 and m[4] and m[:3].sum() == 1   # the stop once, then the black camera
+    full = select_diverse(logs, ts, np.zeros(6), reasons, budget_fraction=1.0, min_gap_s=1.0)
+    assert full.all()                                   # the gap is a preference: a 100 % budget reviews everything
+    pm = select_by_priority(logs, ts, [0.1, 0.9, 0.8, 0.0, 0.5, 0.2], budget_fraction=0.5, min_gap_s=0.6)
+    assert list(np.nonzero(pm)[0]) == [1, 4, 2] or pm.sum() == 3
+    assert pm[1] and pm[4]
