@@ -96,6 +96,11 @@ def _index(log_path: str, format: str):
 _MODEL_CACHE: dict[str, object] = {}
 
 
+def loaded_models() -> int:
+    """How many detectors this worker process holds (diagnostics: a model is loaded once per worker)."""
+    return len(_MODEL_CACHE)
+
+
 def get_model(cfg: ModelCfg):
     """The detector for ``cfg``, loaded once per worker process (not per frame)."""
     key = repr(cfg)

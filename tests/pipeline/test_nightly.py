@@ -141,11 +141,6 @@ def _run_notebook(tmp_path: Path) -> None:
     nbformat.write(nb, out)
 
 
-def _models_loaded() -> int:
-    mod = sys.modules.get("labeler.pipeline.steps")
-    return len(mod._MODEL_CACHE) if mod else 0
-
-
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -186,7 +181,9 @@ def test_external_dask_scheduler_via_cli(sim_logs, tmp_path):
         assert rec["summary"]["frames_in"] == frames.num_rows
         # the work ran on the external workers, each of which loaded the model once (not per frame)
         with Client(f"tcp://127.0.0.1:{port}", timeout="30s") as c:
-            loaded = c.run(_models_loaded)
+            from labeler.pipeline.steps import loaded_models
+
+            loaded = c.run(loaded_models)
         assert len(loaded) == 2 and sum(loaded.values()) >= 1 and max(loaded.values()) == 1, loaded
     finally:
         for p in procs[::-1]:
