@@ -63,11 +63,15 @@ def largest_empty_sector_deg(points: np.ndarray, bins: int = 144, min_range_m: f
 
 
 def camera_health(images: dict[str, np.ndarray], lidar_ts_ns: int, camera_ts_ns: dict[str, int],
-                  cfg: FilterCfg) -> list[str]:
-    """Corner-case flags per camera, e.g. ``camera_black:front`` or ``camera_time_skew:back``."""
+                  cfg: FilterCfg, means: dict[str, float] | None = None) -> list[str]:
+    """Corner-case flags per camera, e.g. ``camera_black:front`` or ``camera_time_skew:back``.
+
+    ``means``: per-camera mean brightness when already computed (see :func:`image_means`).
+    """
     flags = []
+    means = means if means is not None else image_means(images)
     for cam, img in sorted(images.items()):
-        m = float(img.mean()) if img.size else 0.0
+        m = means[cam]
         if m < cfg.camera_black_mean:
             flags.append(f"{FLAG_CAMERA_BLACK}:{cam}")
         elif m > cfg.camera_overexposed_mean:
@@ -92,10 +96,17 @@ def sharpness(img: np.ndarray, width: int = 640) -> float:
     return float(lap.var())
 
 
-def scenario_tags(images: dict[str, np.ndarray], speed_mps: float, cfg: FilterCfg) -> tuple[list[str], float]:
+def image_means(images: dict[str, np.ndarray]) -> dict[str, float]:
+    """Mean brightness (0-255) of each camera image."""
+    return {cam: float(img.mean()) if img.size else 0.0 for cam, img in images.items()}
+
+
+def scenario_tags(images: dict[str, np.ndarray], speed_mps: float, cfg: FilterCfg,
+                  means: dict[str, float] | None = None) -> tuple[list[str], float]:
     """Scenario tags of a frame (``day``/``night`` from image brightness, ``speed:<bin>``) and its brightness."""
     tags = []
-    brightness = float(np.mean([img.mean() for img in images.values()])) if images else float("nan")
+    means = means if means is not None else image_means(images)
+    brightness = float(np.mean(list(means.values()))) if means else float("nan")
     if images:
         tags.append("night" if brightness < cfg.night_brightness else "day")
     names = ("stopped", "slow", "medium", "fast")

@@ -139,10 +139,11 @@ def process_chunk(chunk: Chunk, run_id: str, run_dir: str, pipeline_version: str
                                    "stage": "ingest", "cause": e.what, "detail": e.detail, "frames_affected": 1})
             continue
         drop, flags = filters.lidar_health(frame.points, fcfg)
-        cam_flags = filters.camera_health(frame.images, ts, frame.camera_timestamps_ns, fcfg)
+        means = filters.image_means(frame.images)
+        cam_flags = filters.camera_health(frame.images, ts, frame.camera_timestamps_ns, fcfg, means)
         if drop is None and cam_flags and fcfg.drop_broken_camera_frames:
             drop = filters.DROP_CAMERA_BROKEN
-        tags, brightness = filters.scenario_tags(frame.images, float(speed[i]), fcfg)
+        tags, brightness = filters.scenario_tags(frame.images, float(speed[i]), fcfg, means)
         fields = {"speed_mps": float(speed[i]), "num_points": int(len(frame.points)), "frame_index": i, "log_id": idx.log_id,
                   "brightness": brightness, "hour": int(ts // 3_600_000_000_000 % 24), "tags": tags}
         if drop is None:
