@@ -422,6 +422,7 @@ def plot(r: BenchResult, path: str) -> str:
     for a in axes:
         a.grid(alpha=0.3)
         a.set_xscale("symlog", linthresh=2)
+        a.set_xlim(0, 105)
     axes[0].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path)
