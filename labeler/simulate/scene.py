@@ -3,14 +3,17 @@
 Frames and units (all metres, radians, seconds):
 
 * **world**: the log's flat map frame, x/y on the ground, z up, ground (road surface) at z = 0. The world origin
-  is the ego's start position.
+  is the road centre line at the ego's start (the ego starts one or more lane widths to its right).
 * **road coordinates** ``(s, d)``: ``s`` arc length along the road centre line, ``d`` lateral offset, positive to
   the left of the direction of increasing ``s``. Forward traffic (the ego's direction) drives towards +s on the
   right half (d < 0), oncoming traffic towards -s on the left half (d > 0).
 * **actor pose** ``[x, y, z, yaw]``: world position of the ground-truth box's *geometric centre*, yaw CCW from +x.
 * **actor-local frame**: origin at the box centre, x forward, y left, z up (mesh parts are built in it).
 
-The scenario is built once per log (:func:`build_scenario`), deterministically from a ``numpy.random.Generator``;
+Traffic follows the intelligent driver model per lane (the ego is one of the vehicles, with a varying desired
+speed), red lights make queues, pedestrians walk the sidewalks and cross, and nothing overlaps anything else in
+any frame (:class:`Occupancy`). The scenario is built once per log (:func:`build_scenario`), deterministically
+from a ``numpy.random.Generator``;
 :meth:`Scenario.ray_scene` assembles the triangle scene of one frame for Embree (LiDAR and cameras cast into the same
 scene, see :class:`RayScene`).
 """
