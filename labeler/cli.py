@@ -188,6 +188,13 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--port", type=int, default=8080, help="port to listen on, 127.0.0.1 only (default 8080; a free one if taken)")
     st.add_argument("--state", help="state dir (same as the global --state)", default=argparse.SUPPRESS)
     st.set_defaults(func=cmd_studio)
+
+    from labeler.refine.cli import add_bench_parser, add_gate_parser
+    from labeler.review.cli import add_parsers as add_review_parsers
+
+    add_review_parsers(sub)
+    add_bench_parser(sub)
+    add_gate_parser(sub)
     return p
 
 
