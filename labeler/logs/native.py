@@ -299,10 +299,6 @@ class NativeLogWriter:
         self.cc.append({"timestamp_ns": int(timestamp_ns), "kind": kind, "track_id": track_id, "detail": detail})
 
     def close(self) -> str:
-        meta = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "log_id": self.log_id, "lidar": self.lidar_meta,
-                "cameras": sorted(self.cameras)}
-        with self.fs.open(posixpath.join(self.root, "log.json"), "w") as f:
-            f.write(json.dumps(meta, indent=2))
         cal = {"ego_from_lidar": self.ego_from_lidar.tolist(), "cameras": {n: c.to_dict() for n, c in self.cameras.items()}}
         with self.fs.open(posixpath.join(self.root, "calibration.json"), "w") as f:
             f.write(json.dumps(cal, indent=2))
@@ -312,6 +308,11 @@ class NativeLogWriter:
         self._write("annotations.parquet", self.ann, pa.schema([("timestamp_ns", pa.int64()), ("track_id", pa.string()), ("category", pa.string())]
                     + [(c, pa.float64()) for c in ("x", "y", "z", "l", "w", "h", "yaw")] + [("num_lidar_pts", pa.int64())]))
         self._write("corner_cases.parquet", self.cc, pa.schema([("timestamp_ns", pa.int64()), ("kind", pa.string()), ("track_id", pa.string()), ("detail", pa.string())]))
+        # log.json last: its presence marks a complete log
+        meta = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "log_id": self.log_id, "lidar": self.lidar_meta,
+                "cameras": sorted(self.cameras)}
+        with self.fs.open(posixpath.join(self.root, "log.json"), "w") as f:
+            f.write(json.dumps(meta, indent=2))
         return self.url
 
     def _write(self, name: str, rows: list[dict], schema: pa.Schema) -> None:
