@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -102,6 +103,7 @@ def main() -> None:
         print(f"| pull (export + convert) | {raw_pull:.1f} | {our_pull:.1f} | {raw_pull / our_pull:.2f} | {a.tasks / our_pull:.0f} |")
     finally:
         stop_server(state)
+        shutil.rmtree(state, ignore_errors=True)
 
 
 if __name__ == "__main__":
