@@ -18,7 +18,7 @@ from labeler.models.bev.network import BevConfig, BevNet
 from labeler.models.bev.raster import FEATURES, rasterize
 from labeler.models.bev.targets import bev_loss, build_targets
 
-RECALL_FLOOR = 0.8  # car recall at 2 m on the fresh log; measured with the shipped model: see models/bev_small.md
+RECALL_FLOOR = 0.9  # car recall at 2 m (cars with >= 5 points within 50 m): measured 0.986 (69 of 70) with bev_small.pt
 SMALL = BevConfig(x_range=(-1.6, 1.6), y_range=(-1.6, 1.6), z_range=(-2.0, 2.0), cell_m=0.2, density_norm=3.0)
 
 
@@ -142,7 +142,20 @@ def test_tta_uncertainty(detector, fresh_log):
     conf_clean = clean.uncertainty[clean.scores >= 0.3]
     conf_bad = bad.uncertainty[bad.scores >= 0.3]
     assert len(conf_clean) >= 3 and len(conf_bad) >= 1
-    assert conf_bad.mean() > conf_clean.mean() + 0.05, (conf_bad.mean(), conf_clean.mean())
+    assert conf_bad.mean() > conf_clean.mean(), (conf_bad.mean(), conf_clean.mean())  # measured 0.16 vs 0.11
+    # over the log, confident false positives (> 2 m from any GT box of their class) are more uncertain than
+    # true positives (< 0.5 m)
+    tp, fp = [], []
+    for f, d in zip(fresh_log, tta.predict(fresh_log)):
+        for b, c, s, u in zip(d.boxes, d.categories, d.scores, d.uncertainty):
+            g = f.gt_boxes[f.gt_categories == c]
+            dist = np.hypot(*(g[:, :2] - b[:2]).T).min() if len(g) else np.inf
+            if s >= 0.3 and dist < 0.5:
+                tp.append(u)
+            elif s >= 0.3 and dist > 2.0:
+                fp.append(u)
+    assert len(tp) >= 20 and len(fp) >= 5
+    assert np.mean(fp) > np.mean(tp) + 0.05, (np.mean(fp), np.mean(tp))  # measured 0.20 vs 0.09
 
 
 # ------------------------------------------------------------------------------------------------ model-file errors
@@ -185,5 +198,5 @@ def test_few_steps_reduce_loss(fresh_log):
         opt.zero_grad()
         loss.backward()
         opt.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     assert losses[-1] < 0.7 * losses[0], losses
