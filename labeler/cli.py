@@ -94,6 +94,12 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def cmd_train(args) -> int:
+    from labeler.models.bev.train import main as train_main
+
+    return train_main(args.args)
+
+
 def cmd_simulate(args) -> int:
     from labeler.simulate import SimConfig, simulate_logs
 
@@ -188,6 +194,11 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--port", type=int, default=8080, help="port to listen on, 127.0.0.1 only (default 8080; a free one if taken)")
     st.add_argument("--state", help="state dir (same as the global --state)", default=argparse.SUPPRESS)
     st.set_defaults(func=cmd_studio)
+
+    t = sub.add_parser("train", help="train the embedded BEV detector on simulated logs (`labeler train --help`)",
+                       add_help=False, prefix_chars="\0")
+    t.add_argument("args", nargs=argparse.REMAINDER, help="options of labeler.models.bev.train (see `labeler train --help`)")
+    t.set_defaults(func=cmd_train)
 
     from labeler.refine.cli import add_bench_parser, add_gate_parser
     from labeler.review.cli import add_parsers as add_review_parsers

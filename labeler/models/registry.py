@@ -7,16 +7,25 @@ from typing import Callable
 from labeler.errors import ModelError
 from labeler.models.base import Detector
 from labeler.models.geometric import GeometricDetector
+
+
+def _bev(**options) -> Detector:
+    from labeler.models.bev import BevDetector  # torch is imported only when the model is used
+
+    return BevDetector(**options)
+
 from labeler.models.mmdet3d_backend import MMDet3DDetector
 
 # name -> constructor. A spec is "<name>" or "<name>:<argument>" (e.g. "mmdet3d:<config name or path>").
 MODELS: dict[str, Callable[..., Detector]] = {
     "geometric": GeometricDetector,
+    "bev": _bev,                  # embedded BEV detector; argument or --checkpoint: weights file (default models/bev_small.pt)
     "mmdet3d": MMDet3DDetector,   # argument: an mmdet3d config name (shipped in the wheel) or path
 }
 # options each model accepts besides its spec argument (the rest are not passed)
 MODEL_OPTIONS: dict[str, tuple[str, ...]] = {
     "geometric": (),
+    "bev": ("weights", "device", "score_threshold", "tta"),
     "mmdet3d": ("checkpoint", "trusted", "device", "score_threshold"),
 }
 
@@ -33,6 +42,8 @@ def load_model(spec: str, **options) -> Detector:
     except KeyError:
         known = ", ".join(sorted(MODELS))
         raise ModelError(f"unknown model {spec!r}; known models: {known} (see labeler.models.registry.MODELS)") from None
+    if name == "bev" and options.get("checkpoint") and not options.get("weights"):
+        options["weights"] = options["checkpoint"]
     allowed = MODEL_OPTIONS.get(name)
     if allowed is not None:
         options = {k: v for k, v in options.items() if k in allowed and v is not None}
