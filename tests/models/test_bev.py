@@ -18,7 +18,7 @@ from labeler.models.bev.network import BevConfig, BevNet
 from labeler.models.bev.raster import FEATURES, rasterize
 from labeler.models.bev.targets import bev_loss, build_targets
 
-RECALL_FLOOR = 0.9  # car recall at 2 m (cars with >= 5 points within 50 m): measured 0.986 (69 of 70) with bev_small.pt
+RECALL_FLOOR = 0.9  # car recall at 2 m (cars with >= 5 points within 50 m): measured 1.00 (70 of 70) with bev_small.pt
 SMALL = BevConfig(x_range=(-1.6, 1.6), y_range=(-1.6, 1.6), z_range=(-2.0, 2.0), cell_m=0.2, density_norm=3.0)
 
 
@@ -142,7 +142,7 @@ def test_tta_uncertainty(detector, fresh_log):
     conf_clean = clean.uncertainty[clean.scores >= 0.3]
     conf_bad = bad.uncertainty[bad.scores >= 0.3]
     assert len(conf_clean) >= 3 and len(conf_bad) >= 1
-    assert conf_bad.mean() > conf_clean.mean(), (conf_bad.mean(), conf_clean.mean())  # measured 0.16 vs 0.11
+    assert conf_bad.mean() > conf_clean.mean(), (conf_bad.mean(), conf_clean.mean())  # measured 0.21 vs 0.14
     # over the log, confident false positives (> 2 m from any GT box of their class) are more uncertain than
     # true positives (< 0.5 m)
     tp, fp = [], []
@@ -155,7 +155,7 @@ def test_tta_uncertainty(detector, fresh_log):
             elif s >= 0.3 and dist > 2.0:
                 fp.append(u)
     assert len(tp) >= 20 and len(fp) >= 5
-    assert np.mean(fp) > np.mean(tp) + 0.05, (np.mean(fp), np.mean(tp))  # measured 0.20 vs 0.09
+    assert np.mean(fp) > np.mean(tp) + 0.05, (np.mean(fp), np.mean(tp))  # measured 0.24 vs 0.09
 
 
 # ------------------------------------------------------------------------------------------------ model-file errors

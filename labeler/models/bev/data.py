@@ -91,15 +91,26 @@ class LogFrames(torch.utils.data.Dataset):
         self.epoch = 0
         self.min_points = min_points
         self._npts = []
+        self._cats: list[dict[int, set]] = []
         for idx in self.indexes:
             a = idx.annotations
             counts = {}
+            cats: dict[int, set] = {}
+            if a is not None:
+                for t, c in zip(a.column("timestamp_ns").to_pylist(), a.column("category").to_pylist()):
+                    cats.setdefault(int(t), set()).add(c)
+            self._cats.append(cats)
             if a is not None and "num_lidar_pts" in a.column_names:
                 ts = a.column("timestamp_ns").to_numpy()
                 n = a.column("num_lidar_pts").to_numpy()
                 for t in np.unique(ts):
                     counts[int(t)] = n[ts == t]
             self._npts.append(counts)
+
+    def categories(self, k: int) -> set:
+        """Categories with a GT box in sample ``k`` (from the annotations table, before any filtering)."""
+        li, i = self.items[k]
+        return self._cats[li].get(int(self.indexes[li].timestamps_ns[i]), set())
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch

@@ -62,6 +62,8 @@ class TrainConfig:
     max_steps: int = 0                        # > 0: stop after this many steps (smoke tests)
     log_every: int = 50
     evaluate: bool = True
+    init: str = ""                            # start from this checkpoint's weights (fine-tuning); "" = random init
+    balance: tuple[str, ...] = ()             # oversample frames holding these classes (each present class adds 1 to the weight)
     crop_m: float = 25.6                      # train on random +-crop_m crops of the grid (0: the full grid)
     model: BevConfig = field(default_factory=BevConfig)
     augment: Augment = field(default_factory=Augment)
@@ -151,7 +153,17 @@ def train(cfg: TrainConfig) -> Path:
         augment = replace(augment, shift_m=max(0.0, min(cfg.model.x_range[1], cfg.model.y_range[1]) - cfg.crop_m))
     ds = LogFrames(logs, cfg.model.classes, frame_step=cfg.frame_step, augment=augment, seed=cfg.seed)
     model = BevNet(cfg.model)
+    if cfg.init:
+        from labeler.models.bev.detector import build_model, load_checkpoint
+
+        init_model, init_cfg = build_model(load_checkpoint(cfg.init), cfg.init)
+        if init_cfg != cfg.model:
+            raise ConfigError(f"--init {cfg.init}: its BevConfig differs from the one being trained")
+        model.load_state_dict(init_model.state_dict())
     model.to(memory_format=torch.channels_last)
+    weights = None
+    if cfg.balance:
+        weights = torch.tensor([1.0 + len(ds.categories(k) & set(cfg.balance)) for k in range(len(ds))], dtype=torch.float64)
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = math.ceil(len(ds) / cfg.batch_size)
@@ -165,7 +177,10 @@ def train(cfg: TrainConfig) -> Path:
     t_train = time.time()
     for epoch in range(cfg.epochs):
         ds.set_epoch(epoch)
-        order = torch.randperm(len(ds), generator=gen).tolist()
+        if weights is None:
+            order = torch.randperm(len(ds), generator=gen).tolist()
+        else:
+            order = torch.multinomial(weights, len(ds), replacement=True, generator=gen).tolist()
         run = {"loss": 0.0, "heatmap": 0.0, "reg": 0.0}
         n = 0
         for s in range(0, len(order), cfg.batch_size):
@@ -240,6 +255,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weight-decay", type=float, default=d.weight_decay, help="AdamW weight decay")
     p.add_argument("--seed", type=int, default=d.seed, help="seed of weights init, shuffling and augmentation")
     p.add_argument("--threads", type=int, default=d.threads, help="torch threads")
+    p.add_argument("--init", default=d.init, help="fine-tune from this checkpoint's weights (same BevConfig)")
+    p.add_argument("--balance", default=",".join(d.balance), help="comma-separated classes whose frames are oversampled (+1 weight per present class)")
     p.add_argument("--crop", type=float, default=d.crop_m, help="train on random +-CROP m crops of the grid (0: full grid)")
     p.add_argument("--max-steps", type=int, default=d.max_steps, help="stop after this many steps (0: no limit)")
     p.add_argument("--log-every", type=int, default=d.log_every, help="print the running loss every n steps")
@@ -251,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = TrainConfig(out=a.out, logs=a.logs, num_logs=a.num_logs, sim_seed=a.sim_seed, duration_s=a.duration,
                       frame_step=a.frame_step, eval_logs=a.eval_logs, eval_num_logs=a.eval_num_logs, eval_seed=a.eval_seed,
                       eval_frame_step=a.eval_frame_step, epochs=a.epochs, batch_size=a.batch_size, lr=a.lr,
-                      weight_decay=a.weight_decay, seed=a.seed, threads=a.threads, max_steps=a.max_steps, crop_m=a.crop,
+                      weight_decay=a.weight_decay, seed=a.seed, threads=a.threads, max_steps=a.max_steps, crop_m=a.crop, init=a.init, balance=tuple(c for c in a.balance.split(",") if c),
                       log_every=a.log_every, evaluate=not a.no_eval)
     train(cfg)
     return 0
