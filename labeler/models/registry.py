@@ -22,7 +22,9 @@ MODELS: dict[str, Callable[..., Detector]] = {
     "bev": _bev,                  # embedded BEV detector; argument or --checkpoint: weights file (default models/bev_small.pt)
     "mmdet3d": MMDet3DDetector,   # argument: an mmdet3d config name (shipped in the wheel) or path
 }
-# options each model accepts besides its spec argument (the rest are not passed)
+# options the pipeline passes to every model (config `model.*`); each model takes only those listed for it in
+# MODEL_OPTIONS (None values are never passed). Any other keyword goes to the constructor unchanged.
+PIPELINE_OPTIONS = frozenset({"checkpoint", "trusted", "device", "score_threshold", "weights", "tta"})
 MODEL_OPTIONS: dict[str, tuple[str, ...]] = {
     "geometric": (),
     "bev": ("weights", "device", "score_threshold", "tta"),
@@ -44,9 +46,8 @@ def load_model(spec: str, **options) -> Detector:
         raise ModelError(f"unknown model {spec!r}; known models: {known} (see labeler.models.registry.MODELS)") from None
     if name == "bev" and options.get("checkpoint") and not options.get("weights"):
         options["weights"] = options["checkpoint"]
-    allowed = MODEL_OPTIONS.get(name)
-    if allowed is not None:
-        options = {k: v for k, v in options.items() if k in allowed and v is not None}
+    allowed = MODEL_OPTIONS.get(name, ())
+    options = {k: v for k, v in options.items() if k not in PIPELINE_OPTIONS or (k in allowed and v is not None)}
     if name == "mmdet3d":
         if not arg:
             raise ModelError(f"model spec {spec!r}: expected 'mmdet3d:<config name or path>'")
