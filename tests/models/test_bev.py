@@ -142,7 +142,7 @@ def test_tta_uncertainty(detector, fresh_log):
     conf_clean = clean.uncertainty[clean.scores >= 0.3]
     conf_bad = bad.uncertainty[bad.scores >= 0.3]
     assert len(conf_clean) >= 3 and len(conf_bad) >= 1
-    assert conf_bad.mean() > conf_clean.mean(), (conf_bad.mean(), conf_clean.mean())  # measured 0.21 vs 0.14
+    assert conf_bad.mean() > conf_clean.mean(), (conf_bad.mean(), conf_clean.mean())  # measured 0.18 vs 0.14
     # over the log, confident false positives (> 2 m from any GT box of their class) are more uncertain than
     # true positives (< 0.5 m)
     tp, fp = [], []
