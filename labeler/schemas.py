@@ -70,6 +70,7 @@ PREDICTIONS_3D = TableSpec(
        ("category", pa.string(), False),
        ("score", pa.float64(), False),
        ("num_points", pa.int32(), False),
+       ("uncertainty", pa.float64(), True),     # test-time-augmentation disagreement in [0, 1]; null if not estimated
        ("model_name", pa.string(), False),
        ("model_version", pa.string(), False)),
     ("log_id", "timestamp_ns", "object_id"),

@@ -15,7 +15,8 @@ def test_every_table_has_keys_and_run_id():
 
 def _pred(obj):
     return {"log_id": "l", "timestamp_ns": 1, "object_id": obj, "run_id": "r", "x": 0, "y": 0, "z": 0, "l": 1, "w": 1, "h": 1,
-            "yaw": 0, "category": "car", "score": 0.5, "num_points": 3, "model_name": "m", "model_version": "v"}
+            "yaw": 0, "category": "car", "score": 0.5, "num_points": 3, "uncertainty": None, "model_name": "m",
+            "model_version": "v"}
 
 
 def test_to_table_checks_columns_and_keys():

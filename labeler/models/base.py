@@ -23,12 +23,15 @@ class Detections:
         categories: (N,) object array of class names, each one of the detector's ``classes``.
         scores: (N,) float64 confidences in [0, 1].
         num_points: (N,) int64, LiDAR points of the frame inside each box.
+        uncertainty: (N,) float64 in [0, 1] from test-time augmentation (how much augmented views disagree),
+            or None when the detector does not estimate it.
     """
 
     boxes: np.ndarray
     categories: np.ndarray
     scores: np.ndarray
     num_points: np.ndarray
+    uncertainty: np.ndarray | None = None
 
     def __post_init__(self):
         self.boxes = np.asarray(self.boxes, dtype=np.float64).reshape(-1, 7)
@@ -36,6 +39,10 @@ class Detections:
         self.scores = np.asarray(self.scores, dtype=np.float64).reshape(-1)
         self.num_points = np.asarray(self.num_points, dtype=np.int64).reshape(-1)
         n = len(self.boxes)
+        if self.uncertainty is not None:
+            self.uncertainty = np.asarray(self.uncertainty, dtype=np.float64).reshape(-1)
+            if len(self.uncertainty) != n:
+                raise ValueError(f"Detections: uncertainty has {len(self.uncertainty)} values for {n} boxes")
         if not (len(self.categories) == len(self.scores) == len(self.num_points) == n):
             raise ValueError(
                 f"Detections fields disagree in length: boxes {n}, categories {len(self.categories)}, "
@@ -51,7 +58,8 @@ class Detections:
 
     def select(self, mask) -> "Detections":
         """The detections where ``mask`` (bool array or index array) holds."""
-        return Detections(self.boxes[mask], self.categories[mask], self.scores[mask], self.num_points[mask])
+        unc = None if self.uncertainty is None else self.uncertainty[mask]
+        return Detections(self.boxes[mask], self.categories[mask], self.scores[mask], self.num_points[mask], unc)
 
 
 @runtime_checkable

@@ -63,6 +63,7 @@ class ModelCfg:
     checkpoint: str | None = None # weights file for models that take one (mmdet3d)
     trusted: bool = False         # allow full pickle loading of `checkpoint` (only for files you trust)
     device: str = "cpu"           # cpu | cuda
+    tta: bool = False             # test-time augmentation (models that support it, e.g. bev): per-box uncertainty
     batch_frames: int = 8
     score_threshold: float = 0.1  # boxes below are not pre-labels
 
@@ -73,6 +74,7 @@ class ScoringCfg:
 
     low_score: float = 0.45          # a box under this score is uncertain
     few_points: int = 15             # a box with fewer LiDAR points is a likely false positive
+    tta_disagreement: float = 0.3    # a box whose TTA uncertainty exceeds this is uncertain
     rare_size_sigma: float = 3.0     # size this many spreads from its class's typical size = unusual
     unexplained_cluster_points: int = 40  # an above-ground cluster with this many points and no box = likely miss
 

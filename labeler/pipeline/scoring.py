@@ -5,6 +5,7 @@ Signals used here (each becomes a reason string kept with the frame):
 * ``low_score`` - a box whose detector score is under ``low_score``;
 * ``sparse_box`` - a box with fewer than ``few_points`` LiDAR points (likely false positive);
 * ``unusual_size`` - a box whose size is far from its class's typical size (odd vehicles, rare objects);
+* ``tta_disagreement`` - test-time-augmented views disagree on a box (models with ``model.tta``);
 * sensor-health flags from the filters (``lidar_sector_dropout``, ``camera_black:<cam>`` ...).
 
 ``confidence`` in [0, 1] says how likely the frame's pre-labels are all right; ``priority`` orders frames for
@@ -22,6 +23,7 @@ from labeler.pipeline.config import ScoringCfg
 
 REASON_WEIGHTS = {
     "low_score": 0.15,
+    "tta_disagreement": 0.3,
     "sparse_box": 0.1,
     "unusual_size": 0.4,
     "lidar_sector_dropout": 0.5,
@@ -55,8 +57,8 @@ def unusual_size(categories, boxes: np.ndarray, sigma: float) -> np.ndarray:
 
 
 def score_frame(boxes: np.ndarray, categories, scores: np.ndarray, num_points: np.ndarray,
-                health_flags: list[str], cfg: ScoringCfg) -> FrameScore:
-    """Score one frame from its pre-labels and sensor-health flags."""
+                health_flags: list[str], cfg: ScoringCfg, uncertainty: np.ndarray | None = None) -> FrameScore:
+    """Score one frame from its pre-labels, their TTA uncertainty (optional) and sensor-health flags."""
     reasons: list[str] = []
     scores = np.asarray(scores, dtype=np.float64)
     if len(scores):
@@ -66,6 +68,8 @@ def score_frame(boxes: np.ndarray, categories, scores: np.ndarray, num_points: n
             reasons.append("sparse_box")
         if unusual_size(categories, np.asarray(boxes), cfg.rare_size_sigma).any():
             reasons.append("unusual_size")
+        if uncertainty is not None and (np.asarray(uncertainty) > cfg.tta_disagreement).any():
+            reasons.append("tta_disagreement")
         # probability all boxes are right, softened: geometric mean of scores
         confidence = float(np.exp(np.mean(np.log(np.clip(scores, 1e-3, 1.0)))))
     else:

@@ -108,7 +108,7 @@ def get_model(cfg: ModelCfg):
         from labeler.models.registry import load_model
 
         _MODEL_CACHE[key] = load_model(cfg.name, checkpoint=cfg.checkpoint, trusted=cfg.trusted, device=cfg.device,
-                                       score_threshold=cfg.score_threshold)
+                                       score_threshold=cfg.score_threshold, tta=cfg.tta or None)
     return _MODEL_CACHE[key]
 
 
@@ -173,12 +173,14 @@ def process_chunk(chunk: Chunk, run_id: str, run_dir: str, pipeline_version: str
             cats = np.asarray(det.categories)[keep]
             scores = np.asarray(det.scores, dtype=np.float64)[keep]
             npts = np.asarray(det.num_points)[keep]
+            unc = None if getattr(det, "uncertainty", None) is None else np.asarray(det.uncertainty, dtype=np.float64)[keep]
             ids = [f"p{k:03d}" for k in range(len(boxes))]
             for k in range(len(boxes)):
                 b = boxes[k]
                 preds.append({"log_id": frame.log_id, "timestamp_ns": frame.timestamp_ns, "object_id": ids[k], "run_id": run_id,
                               "x": b[0], "y": b[1], "z": b[2], "l": b[3], "w": b[4], "h": b[5], "yaw": b[6],
                               "category": str(cats[k]), "score": float(scores[k]), "num_points": int(npts[k]),
+                              "uncertainty": None if unc is None else float(unc[k]),
                               "model_name": model.name, "model_version": model.version})
             for cam, calib in frame.cameras.items():
                 if cam not in frame.images or not len(boxes):
@@ -189,7 +191,7 @@ def process_chunk(chunk: Chunk, run_id: str, run_dir: str, pipeline_version: str
                                 "run_id": run_id, "x1": bx[k, 0], "y1": bx[k, 1], "x2": bx[k, 2], "y2": bx[k, 3],
                                 "truncation": float(trunc[k]), "depth_m": float(depth[k]), "category": str(cats[k]),
                                 "score": float(scores[k]), "model_version": model.version})
-            fs_ = score_frame(boxes, cats, scores, npts, flags, scfg)
+            fs_ = score_frame(boxes, cats, scores, npts, flags, scfg, uncertainty=unc)
             res.scores.append({"log_id": frame.log_id, "timestamp_ns": frame.timestamp_ns, "run_id": run_id,
                                "confidence": fs_.confidence, "priority": fs_.priority, "reasons": fs_.reasons,
                                "num_boxes": int(len(boxes)), "decision": "pending", "model_version": model.version})

@@ -23,3 +23,10 @@ def test_reasons_raise_priority():
 def test_unusual_size():
     boxes = np.array([[0, 0, 0, 4.5, 1.85, 1.6, 0], [0, 0, 0, 2.3, 1.4, 1.5, 0], [0, 0, 0, 0.6, 0.6, 1.7, 0]])
     assert list(unusual_size(["car", "car", "pedestrian"], boxes, 3.0)) == [False, True, False]
+
+
+def test_tta_disagreement_is_a_reason():
+    boxes = np.array([[10, 0, -1, 4.5, 1.85, 1.6, 0.0]])
+    calm = score_frame(boxes, ["car"], np.array([0.9]), np.array([300]), [], ScoringCfg(), uncertainty=np.array([0.05]))
+    torn = score_frame(boxes, ["car"], np.array([0.9]), np.array([300]), [], ScoringCfg(), uncertainty=np.array([0.6]))
+    assert calm.reasons == [] and torn.reasons == ["tta_disagreement"] and torn.priority > calm.priority
