@@ -59,10 +59,12 @@ class FilterCfg:
 
 @dataclass(frozen=True)
 class ModelCfg:
-    name: str = "geometric"       # a spec from labeler.models.registry.MODELS, e.g. "geometric" or "mmdet3d:<config>"
+    name: str = "bev"             # a spec from labeler.models.registry.MODELS: "bev" (embedded, trained on simulated
+                                  # logs), "geometric" (no training, works on any LiDAR) or "mmdet3d:<config>"
     checkpoint: str | None = None # weights file for models that take one (mmdet3d)
     trusted: bool = False         # allow full pickle loading of `checkpoint` (only for files you trust)
     device: str = "cpu"           # cpu | cuda
+    threads: int = 1              # torch threads per Dask worker (1 avoids oversubscribing cores shared by workers)
     tta: bool = False             # test-time augmentation (models that support it, e.g. bev): per-box uncertainty
     batch_frames: int = 8
     score_threshold: float = 0.1  # boxes below are not pre-labels

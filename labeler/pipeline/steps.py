@@ -108,7 +108,8 @@ def get_model(cfg: ModelCfg):
         from labeler.models.registry import load_model
 
         _MODEL_CACHE[key] = load_model(cfg.name, checkpoint=cfg.checkpoint, trusted=cfg.trusted, device=cfg.device,
-                                       score_threshold=cfg.score_threshold, tta=cfg.tta or None)
+                                       score_threshold=cfg.score_threshold, tta=cfg.tta or None,
+                                       threads=cfg.threads)
     return _MODEL_CACHE[key]
 
 

@@ -8,7 +8,7 @@ def test_shipped_yaml_loads_and_resolves(tmp_path):
     cfg = load_config("pipelines/nightly.yaml").resolved(str(tmp_path))
     assert cfg.input.logs == f"{tmp_path}/logs"
     assert cfg.output_dir == f"{tmp_path}/runs/demo"
-    assert cfg.model.name == "geometric"
+    assert cfg.model.name == "bev" and cfg.model.tta
 
 
 def test_unknown_key_and_bad_type_name_the_key(tmp_path):

@@ -99,7 +99,7 @@ def test_nightly_job_into_label_studio(sim_logs, studio, studio_client, tmp_path
     assert len(scores) == len(kept) and len(preds) > 0 and len(b2d) > 0
     assert not preds.duplicated(["log_id", "timestamp_ns", "object_id"]).any()
     assert not b2d.duplicated(["log_id", "timestamp_ns", "object_id", "camera"]).any()
-    assert set(preds.run_id) == {s1.run_id} and preds.model_version.str.startswith("geometric").all()
+    assert set(preds.run_id) == {s1.run_id} and preds.model_version.str.startswith(cfg.model.name).all()
     # the selection respects the budget
     assert s1.review <= int(np.ceil(0.3 * len(kept)))
 
@@ -115,7 +115,8 @@ def test_nightly_job_into_label_studio(sim_logs, studio, studio_client, tmp_path
     log_id, ts = key.rsplit("/", 1)
     n_boxes = ((preds.log_id == log_id) & (preds.timestamp_ns == int(ts))).sum()
     assert len(bev) == n_boxes
-    assert preds_ls[0].model_version.startswith("geometric")
+    assert preds_ls[0].model_version.startswith(cfg.model.name)
+    assert preds.uncertainty.between(0, 1).all()  # TTA is on in pipelines/nightly.yaml
 
     # re-running the same night does not duplicate tasks
     s2 = run_pipeline(cfg, progress=False)

@@ -29,6 +29,7 @@ def _run(tmp_path, logs, model, night):
 @pytest.mark.slow
 @pytest.mark.parametrize("model", [
     "geometric",
+    "bev",
     pytest.param("mmdet3d:pointpillars_hv_secfpn_8xb6-160e_kitti-3d-3class", marks=pytest.mark.skipif(not MMDET3D, reason="mmdet3d not installed (bash .ci/install-mmdet3d)")),
     pytest.param("mmdet3d:centerpoint_pillar02_second_secfpn_8xb4-cyclic-20e_nus-3d", marks=pytest.mark.skipif(not MMDET3D, reason="mmdet3d not installed (bash .ci/install-mmdet3d)")),
 ])
