@@ -58,6 +58,9 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=2, help="torch threads")
     p.add_argument("--weights", default=None, help="BEV checkpoint (default models/bev_small.pt)")
     p.add_argument("--tta", action="store_true", help="also time the BEV detector with test-time augmentation")
+    p.add_argument("--pointpillars", type=int, default=0, metavar="N",
+                   help="also time mmdet3d PointPillars (KITTI 3-class, random init) on the first N of the same frames "
+                        "(needs `bash .ci/install-mmdet3d`)")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     from labeler.models.bev import BevDetector
@@ -73,10 +76,17 @@ def main(argv=None) -> int:
     if a.tta:
         rows.append(("bev+tta", *fps(BevDetector(a.weights, tta=True, threads=a.threads), frames)))
     rows.append(("geometric", *fps(geo, frames)))
+    if a.pointpillars:
+        from labeler.models.mmdet3d_backend import MMDet3DDetector
+
+        pp = MMDet3DDetector("pointpillars_hv_secfpn_8xb6-160e_kitti-3d-3class")
+        rows.append(("mmdet3d PointPillars", *fps(pp, frames[: a.pointpillars], warmup=1)))
     print("| detector | frames/s | median ms/frame |\n|---|---|---|")
     for name, f, ms in rows:
-        print(f"| {name} | {f:.1f} | {ms:.0f} |")
-    print(f"BEV / geometric speed ratio: {rows[0][1] / rows[-1][1]:.1f}x")
+        print(f"| {name} | {f:.2f} | {ms:.0f} |")
+    print(f"BEV / geometric speed ratio: {rows[0][1] / rows[2 if a.tta else 1][1]:.1f}x")
+    if a.pointpillars:
+        print(f"BEV / mmdet3d PointPillars speed ratio: {rows[0][1] / rows[-1][1]:.1f}x")
     return 0
 
 
