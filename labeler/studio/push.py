@@ -66,13 +66,29 @@ def ensure_project(client: LabelStudio, title: str, classes: list[str], cameras:
     if not found:
         p = _retry("creating the project", client.projects.create, title=title, label_config=config)
         log.info("created Label Studio project %d %r", p.id, title)
+        ensure_priority_view(client, p.id)
         return p.id
     p = min(found, key=lambda p: p.id)
     current = _retry("reading the project", client.projects.get, id=p.id).label_config
     if current != config:
         _retry("updating the labeling config", client.projects.update, id=p.id, label_config=config)
         log.info("updated the labeling config of project %d", p.id)
+    ensure_priority_view(client, p.id)
     return p.id
+
+
+PRIORITY_VIEW = "review by priority"
+
+
+def ensure_priority_view(client: LabelStudio, project_id: int) -> int:
+    """A saved Data Manager tab listing the project's tasks by priority, highest first (created once)."""
+    views = _retry("listing views", client.views.list, project=project_id)
+    for v in views:
+        if (v.data or {}).get("title") == PRIORITY_VIEW:
+            return v.id
+    v = _retry("creating the priority view", client.views.create, project=project_id,
+               data={"title": PRIORITY_VIEW, "ordering": ["-tasks:data.priority"]})
+    return v.id
 
 
 def _relative(path, document_root) -> str:

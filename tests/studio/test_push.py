@@ -206,3 +206,18 @@ def test_unreachable_server_says_rerun(studio, assets):
     dead = LabelStudio(base_url=f"http://127.0.0.1:{free_port()}", api_key="not-a-jwt", timeout=5)
     with pytest.raises(StudioError, match=r"(?s)unreachable.*re-run"):
         push_tasks(dead, 1, [_task(assets, 0)], str(studio.document_root))
+
+
+def test_priority_view_and_class_list_update_keep_tasks(studio, studio_client, assets):
+    """The project has one saved view ordered by priority; a new class list updates the config, tasks stay."""
+    from labeler.studio.push import PRIORITY_VIEW
+
+    title = f"view test {uuid.uuid4().hex[:8]}"
+    pid = ensure_project(studio_client, title, ["car", "truck", "pedestrian"], CAMS)
+    ensure_local_storage(studio_client, pid, str(assets), str(studio.document_root))
+    push_tasks(studio_client, pid, [_task(assets, 0), _task(assets, 1)], document_root=str(studio.document_root))
+    assert ensure_project(studio_client, title, ["car", "truck", "pedestrian", "animal"], CAMS) == pid
+    views = [v for v in studio_client.views.list(project=pid) if (v.data or {}).get("title") == PRIORITY_VIEW]
+    assert len(views) == 1 and views[0].data["ordering"] == ["-tasks:data.priority"]
+    assert 'value="animal"' in studio_client.projects.get(id=pid).label_config
+    assert len(list(studio_client.tasks.list(project=pid))) == 2
