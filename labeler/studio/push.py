@@ -213,6 +213,14 @@ def list_frame_tasks(client: LabelStudio, project_id: int, log_ids=None, page_si
     return out
 
 
+# task-data keys that change with every run without changing what a reviewer sees (not compared, not re-patched)
+VOLATILE_DATA_KEYS = frozenset({"run_id"})
+
+
+def _stable(data: dict) -> dict:
+    return {k: v for k, v in data.items() if k not in VOLATILE_DATA_KEYS}
+
+
 def _same_prediction(old, new: dict) -> bool:
     return (
         _canon(old.model_version) == _canon(new["model_version"])
@@ -244,7 +252,7 @@ def push_tasks(
         ex = existing.get(key)
         if ex is None:
             continue
-        same_data = _canon(ex["data"]) == _canon(pl["data"])
+        same_data = _canon(_stable(ex["data"])) == _canon(_stable(pl["data"]))
         if same_data and ex["total_predictions"] == 1:
             status[key] = (ex["id"], "existing")
             continue
