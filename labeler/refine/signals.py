@@ -93,16 +93,9 @@ def likely_false_positive(num_points, max_points: int = 5) -> np.ndarray:
 
 def unusual_size(categories, boxes, sigma: float = 3.0) -> np.ndarray:
     """(N,) bool: l, w or h is more than ``sigma`` log-spreads from the class's typical size (unknown class: True)."""
-    b = np.asarray(boxes, dtype=np.float64).reshape(-1, 7)
-    out = np.zeros(len(b), dtype=bool)
-    for i, (c, box) in enumerate(zip(categories, b)):
-        typ = TYPICAL_SIZE_M.get(str(c))
-        if typ is None:
-            out[i] = True
-            continue
-        z = np.abs(np.log(np.maximum(box[3:6], 1e-3) / np.asarray(typ))) / np.log1p(SIZE_SPREAD)
-        out[i] = bool((z > sigma).any())
-    return out
+    from labeler.pipeline.scoring import unusual_size as _unusual_size
+
+    return _unusual_size(categories, np.asarray(boxes, dtype=np.float64).reshape(-1, 7), sigma)
 
 
 def rarity(categories, boxes, class_counts: dict[str, int] | None = None, rare_fraction: float = 0.02,

@@ -20,7 +20,6 @@ from dataclasses import asdict, dataclass, replace
 import fsspec
 import numpy as np
 
-from labeler.geometry.boxes import count_points_in_boxes
 from labeler.logs.native import NativeLogWriter
 from labeler.simulate.camera import CameraRenderer, black_frame, make_calib, overexposed_frame
 from labeler.simulate.lidar import Lidar
@@ -151,23 +150,10 @@ def simulate_log(out_root: str, log_id: str, seed: int, cfg: SimConfig = SimConf
 
 
 def points_per_box(points: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    """Same numbers as ``count_points_in_boxes(points[:, :3], boxes)``, computed box by box on the points in a
-    window around each box (points sorted by x; the exact test runs only on the window)."""
-    out = np.zeros(len(boxes), np.int64)
-    if len(boxes) == 0 or len(points) == 0:
-        return out
-    order = np.argsort(points[:, 0], kind="stable")
-    xs = points[order, 0].astype(np.float64)
-    radii = 0.5 * np.hypot(boxes[:, 3], boxes[:, 4]) + 0.05
-    lo = np.searchsorted(xs, boxes[:, 0] - radii, side="left")
-    hi = np.searchsorted(xs, boxes[:, 0] + radii, side="right")
-    for k in range(len(boxes)):
-        if hi[k] > lo[k]:
-            cand = order[lo[k]:hi[k]]
-            cand = cand[np.abs(points[cand, 1] - boxes[k, 1]) <= radii[k]]
-            if len(cand):
-                out[k] = count_points_in_boxes(points[cand, :3], boxes[k:k + 1])[0]
-    return out
+    """Points inside each box (:func:`labeler.geometry.boxes.count_points_windowed`)."""
+    from labeler.geometry.boxes import count_points_windowed
+
+    return count_points_windowed(points, boxes)
 
 
 def _record_corner_cases(writer: NativeLogWriter, plan, i: int, ts: int, boxes, cats, tids, rate_hz: float) -> None:

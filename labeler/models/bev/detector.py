@@ -22,7 +22,6 @@ import numpy as np
 import torch
 
 from labeler.errors import ConfigError, ModelError
-from labeler.geometry.boxes import count_points_in_boxes
 from labeler.logs.frame import Frame
 from labeler.models.base import Detections
 from labeler.models.bev.decode import RawDetections, decode, rotated_nms
@@ -224,20 +223,7 @@ class BevDetector:
 
 
 def count_points(points: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    """Same numbers as ``count_points_in_boxes(points[:, :3], boxes)``, but each box only tests the points in an
-    x/y window around it (points sorted by x once): ~10x faster for a sweep of ~50k points and tens of boxes."""
-    out = np.zeros(len(boxes), np.int64)
-    if len(boxes) == 0 or len(points) == 0:
-        return out
-    order = np.argsort(points[:, 0], kind="stable")
-    xs = points[order, 0].astype(np.float64)
-    radii = 0.5 * np.hypot(boxes[:, 3], boxes[:, 4]) + 0.05
-    lo = np.searchsorted(xs, boxes[:, 0] - radii, side="left")
-    hi = np.searchsorted(xs, boxes[:, 0] + radii, side="right")
-    for k in range(len(boxes)):
-        if hi[k] > lo[k]:
-            cand = order[lo[k]:hi[k]]
-            cand = cand[np.abs(points[cand, 1] - boxes[k, 1]) <= radii[k]]
-            if len(cand):
-                out[k] = count_points_in_boxes(points[cand, :3], boxes[k : k + 1])[0]
-    return out
+    """Points inside each box (:func:`labeler.geometry.boxes.count_points_windowed`)."""
+    from labeler.geometry.boxes import count_points_windowed
+
+    return count_points_windowed(points, boxes)
