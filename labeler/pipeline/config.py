@@ -105,6 +105,8 @@ class StudioCfg:
     project_title: str = "labeler review"
     start_local: bool = True          # start `labeler studio up` automatically when no URL is given
     port: int = 8080
+    assets: str = "auto"              # how the server gets review images: local (local-files storage under the state
+                                      # dir / LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT) | upload | auto (local when known)
 
 
 @dataclass(frozen=True)
@@ -235,5 +237,7 @@ def _validate(cfg: PipelineConfig, source: str) -> None:
 
     if cfg.input.format != "auto" and cfg.input.format not in READERS:
         raise ConfigError(f"{source}: input.format {cfg.input.format!r} is unknown; use 'auto' or one of {sorted(READERS)}")
+    if cfg.studio.assets not in ("auto", "local", "upload"):
+        raise ConfigError(f"{source}: studio.assets must be auto, local or upload, got {cfg.studio.assets!r}")
     if cfg.render.color_by not in ("height", "intensity"):
         raise ConfigError(f"{source}: render.color_by must be 'height' or 'intensity'")

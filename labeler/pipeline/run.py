@@ -245,10 +245,15 @@ def _push(cfg: PipelineConfig, tasks, run_id: str, summary: RunSummary, echo) ->
     client, url = _studio_client(cfg)
     cameras = sorted({v.name for t in tasks for v in t.cameras})
     pid = ensure_project(client, cfg.studio.project_title, list(CLASSES), cameras)
-    doc_root = os.environ.get("LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT") or cfg.state_dir
-    asset_root = str(Path(cfg.output_dir) / "assets")
-    ensure_local_storage(client, pid, asset_root, doc_root)
-    pushed = push_tasks(client, pid, tasks, document_root=doc_root)
+    external = bool(cfg.studio.url or os.environ.get("LABEL_STUDIO_URL"))
+    doc_root = os.environ.get("LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT") or (None if external else cfg.state_dir)
+    upload = cfg.studio.assets == "upload" or (cfg.studio.assets == "auto" and doc_root is None)
+    if not upload:
+        if doc_root is None:
+            raise StudioError("studio.assets is 'local' but the server's document root is unknown: set "
+                              "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT, or use studio.assets: upload")
+        ensure_local_storage(client, pid, str(Path(cfg.output_dir) / "assets"), doc_root)
+    pushed = push_tasks(client, pid, tasks, document_root=None if upload else doc_root, upload=upload)
     summary.studio_url, summary.project_id = url, pid
     by_key = {p.frame_key: p for p in pushed}
     rows = []

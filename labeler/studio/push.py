@@ -142,8 +142,11 @@ def _project_cameras(client: LabelStudio, project_id: int) -> set[str]:
     return {n[len("cam_") :] for n in names if n.startswith("cam_")}
 
 
-def _payload(t: ReviewTask, document_root: str, cameras: set[str]) -> dict:
-    """Task data and the single prediction of one ReviewTask (validated)."""
+def _payload(t: ReviewTask, document_root: str | None, cameras: set[str], uploader=None) -> dict:
+    """Task data and the single prediction of one ReviewTask (validated).
+
+    Image URLs are local-files URLs under ``document_root``, or uploads when ``uploader`` is given."""
+    image_url = uploader.url if uploader is not None else (lambda path: local_file_url(path, document_root))
     if not str(t.frame_key).startswith(f"{t.log_id}/"):
         raise StudioError(f"frame_key {t.frame_key!r} must be '<log_id>/<timestamp_ns>' with log_id {t.log_id!r}")
     boxes = np.asarray(t.boxes, dtype=np.float64).reshape(-1, 7)
@@ -169,14 +172,14 @@ def _payload(t: ReviewTask, document_root: str, cameras: set[str]) -> dict:
         "reasons": "; ".join(t.reasons),
         "run_id": t.run_id,
         "model_version": t.model_version,
-        BEV_IMAGE: local_file_url(t.bev_image_path, document_root),
+        BEV_IMAGE: image_url(t.bev_image_path),
         "bev_grid": t.bev_grid.to_dict(),
         "object_ids": regions,
     }
     for cam in sorted(cameras):
         data[camera_image_name(cam)] = MISSING_IMAGE  # a frame without this camera: the key must exist
     for c in t.cameras:
-        data[camera_image_name(c.name)] = local_file_url(c.image_path, document_root)
+        data[camera_image_name(c.name)] = image_url(c.image_path)
     result = prediction_result(boxes, t.categories, t.object_ids, t.bev_grid, t.scores, t.cameras)
     score = float(np.mean(t.scores)) if n else 0.0
     # JSON round trip (once): compare what the server stores (plain floats, ints) with what it returns
@@ -230,7 +233,8 @@ def _same_prediction(old, new: dict) -> bool:
 
 
 def push_tasks(
-    client: LabelStudio, project_id: int, tasks: list[ReviewTask], document_root: str, batch_size: int = 100
+    client: LabelStudio, project_id: int, tasks: list[ReviewTask], document_root: str | None, batch_size: int = 100,
+    upload: bool = False,
 ) -> list[PushedTask]:
     """Push review tasks with one prediction each; idempotent by ``frame_key``. Returns one PushedTask per input
     task, in input order.
@@ -239,12 +243,19 @@ def push_tasks(
     has exactly one prediction is "existing" without fetching it. Otherwise its predictions are fetched; if they
     differ they are deleted and the new one created, and changed data is patched ("updated").
     Also sets the project's ``model_version`` to the pushed one (the UI shows pre-annotations of that version only).
+    Images are served by local-files storage under ``document_root``; with ``upload`` (or no document root, e.g. a
+    remote server) they are uploaded instead (:mod:`labeler.studio.upload`).
     """
     keys = [t.frame_key for t in tasks]
     if len(set(keys)) != len(keys):
         raise StudioError("duplicate frame_key in the tasks to push")
     cameras = _project_cameras(client, project_id)
-    payloads = {t.frame_key: _payload(t, document_root, cameras) for t in tasks}
+    uploader = None
+    if upload or document_root is None:
+        from labeler.studio.upload import ImageUploader
+
+        uploader = ImageUploader(client)
+    payloads = {t.frame_key: _payload(t, document_root, cameras, uploader) for t in tasks}
     existing = list_frame_tasks(client, project_id, log_ids={t.log_id for t in tasks})
     status: dict[str, tuple[int, str]] = {}
 
