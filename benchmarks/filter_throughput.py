@@ -23,7 +23,6 @@ import statistics
 import time
 
 import fsspec
-import numpy as np
 
 CACHE = "/tmp/labeler-bench"
 

@@ -18,16 +18,14 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import shutil
 import tempfile
 import threading
 import time
 import tracemalloc
-from pathlib import Path
 
 import psutil
 
-CACHE = "/tmp/labeler-bench"
+from _logs import cached_logs, input_folder  # noqa: E402  (benchmarks/ is on sys.path)
 MB = 1024 * 1024
 
 
@@ -65,25 +63,6 @@ class Sampler:
     def __exit__(self, *exc):
         self._stop.set()
         self._t.join()
-
-
-def cached_logs(num_logs: int, duration_s: float, seed: int = 101) -> list[str]:
-    from labeler.simulate import SimConfig, simulate_logs
-
-    root = f"{CACHE}/logs-{duration_s:g}s"
-    return simulate_logs(root, num_logs=num_logs, seed=seed, cfg=SimConfig(duration_s=duration_s), workers=2,
-                         progress=False)[:num_logs]
-
-
-def input_folder(paths: list[str], name: str) -> str:
-    """A folder holding exactly ``paths`` (hard-linked copies, cheap)."""
-    d = Path(CACHE) / "inputs" / name
-    if d.exists():
-        shutil.rmtree(d)
-    d.mkdir(parents=True)
-    for p in paths:
-        shutil.copytree(p, d / Path(p).name, copy_function=os.link)
-    return str(d)
 
 
 def run_once(logs_dir: str, workers: int, chunk: int, state: str):

@@ -36,7 +36,7 @@ def main(argv=None) -> int:
     if not root.exists():
         print(f"no real samples at {root}", file=sys.stderr)
         return 1
-    print(f"| sample | cars (GT, <=50 m, >=1 pt) | " + " | ".join(f"{m} recall@IoU{a.iou}" for m in a.models.split(",")) + " |")
+    print("| sample | cars (GT, <=50 m, >=1 pt) | " + " | ".join(f"{m} recall@IoU{a.iou}" for m in a.models.split(",")) + " |")
     print("|---|---|" + "---|" * len(a.models.split(",")))
     with tempfile.TemporaryDirectory() as tmp:
         for name, rel in SAMPLES.items():

@@ -22,16 +22,14 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import shutil
 import statistics
 import tempfile
 import threading
 import time
-from pathlib import Path
 
 import psutil
 
-CACHE = "/tmp/labeler-bench"
+from _logs import cached_logs, input_folder  # noqa: E402  (benchmarks/ is on sys.path)
 
 
 class CpuSampler:
@@ -73,24 +71,6 @@ class CpuSampler:
         self.driver_cpu = ct.user + ct.system - self.self0
         self.machine_busy = self._busy() - self.busy0
         self.workers_cpu = sum(self.child_cpu.values())
-
-
-def cached_logs(num_logs: int, duration_s: float, seed: int = 101) -> list[str]:
-    from labeler.simulate import SimConfig, simulate_logs
-
-    root = f"{CACHE}/logs-{duration_s:g}s"
-    return simulate_logs(root, num_logs=num_logs, seed=seed, cfg=SimConfig(duration_s=duration_s), workers=2,
-                         progress=False)[:num_logs]
-
-
-def input_folder(paths: list[str], name: str) -> str:
-    d = Path(CACHE) / "inputs" / name
-    if d.exists():
-        shutil.rmtree(d)
-    d.mkdir(parents=True)
-    for p in paths:
-        shutil.copytree(p, d / Path(p).name, copy_function=os.link)
-    return str(d)
 
 
 def run_once(logs_dir: str, workers: int, chunk: int, state: str):
