@@ -204,7 +204,7 @@ def collect_log(log_path: str, model_spec: str, frame_step: int, cache_dir: str 
     from labeler.refine.bank import resolve_model
     from labeler.refine.signals import above_ground_clusters
 
-    path = cache = None
+    path = None
     if cache_dir:
         os.makedirs(cache_dir, exist_ok=True)
         st = os.stat(os.path.join(str(log_path), "frames.parquet"))

@@ -311,7 +311,6 @@ def select_diverse(log_ids, timestamps_ns, base_priority, reasons: list[list[str
     base = np.asarray(base_priority, dtype=np.float64)
     ts = np.asarray(timestamps_ns, dtype=np.int64)
     covered: set[str] = set()
-    picked: dict[str, list[int]] = {}
     blocked = np.zeros(n, dtype=bool)
     kinds = [[r.split(":")[0] for r in rs] for rs in reasons]
 

@@ -475,7 +475,6 @@ def actor_mesh(category: str, l: float, w: float, h: float, rng: np.random.Gener
     L, Wd, H = l - 0.08, w - 0.08, h - 0.03
     zb = -h / 2
     col = np.array(CLASS_COLORS[category], np.float64) * rng.uniform(0.9, 1.08)
-    dark = (35, 35, 38)
 
     def part(x0, x1, y0, y1, z0, z1, mat, color, top=1.0):
         mb.frustum((x0 + x1) / 2, (y0 + y1) / 2, zb + z0, zb + z1, x1 - x0, y1 - y0, 0.0, MAT[mat], color, top)
