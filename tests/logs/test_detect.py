@@ -18,7 +18,8 @@ REAL = {
 
 def test_registry_is_consistent():
     assert list(DETECTORS)[0] == "native"
-    assert set(READERS) == set(DETECTORS) == set(FINDERS) == {"native", "kitti", "nuscenes", "av2", "sustech", "rosbag"}
+    assert set(READERS) == set(DETECTORS) == set(FINDERS) == {"native", "kitti", "nuscenes", "nuscenes_tables", "av2", "sustech",
+                                                                  "rosbag"}
 
 
 @pytest.mark.real_data
