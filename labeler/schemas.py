@@ -123,9 +123,16 @@ TABLES: dict[str, TableSpec] = {t.name: t for t in (FRAMES, QUARANTINE, PREDICTI
 
 
 def to_table(spec: TableSpec, rows: list[dict] | dict[str, list]) -> pa.Table:
-    """Build a table of ``spec`` from row dicts or a column dict; missing or extra columns are an error."""
+    """Build a table of ``spec`` from row dicts or a column dict.
+
+    Extra columns and missing non-nullable columns are an error; a missing nullable column is all null.
+    """
+    optional = {f.name for f in spec.schema if f.nullable}
     if isinstance(rows, dict):
-        cols = rows
+        cols = dict(rows)
+        n = len(next(iter(cols.values()))) if cols else 0
+        for c in optional - set(cols):
+            cols[c] = [None] * n
         extra = set(cols) - set(spec.columns)
         missing = set(spec.columns) - set(cols)
         if extra or missing:
@@ -133,7 +140,7 @@ def to_table(spec: TableSpec, rows: list[dict] | dict[str, list]) -> pa.Table:
         return pa.table({c: pa.array(cols[c], type=spec.schema.field(c).type) for c in spec.columns}, schema=spec.schema)
     for r in rows[:1]:
         extra = set(r) - set(spec.columns)
-        missing = set(spec.columns) - set(r)
+        missing = set(spec.columns) - set(r) - optional
         if extra or missing:
             raise ValueError(f"table {spec.name}: missing columns {sorted(missing)}, unexpected {sorted(extra)}")
     return pa.Table.from_pylist(rows, schema=spec.schema)

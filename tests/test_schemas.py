@@ -29,3 +29,13 @@ def test_to_table_checks_columns_and_keys():
         to_table(FRAMES, [{"log_id": "l"}])
     with pytest.raises((pa.ArrowInvalid, pa.ArrowTypeError, TypeError)):
         to_table(PREDICTIONS_3D, [{**_pred("a"), "x": "not a number"}])
+
+
+def test_missing_nullable_column_is_null():
+    row = _pred("a")
+    del row["uncertainty"]
+    t = to_table(PREDICTIONS_3D, [row])
+    assert t.column("uncertainty").to_pylist() == [None]
+    del row["score"]
+    with pytest.raises(ValueError, match="score"):
+        to_table(PREDICTIONS_3D, [row])
