@@ -185,8 +185,8 @@ def read_log_index(path: str) -> LogIndex:
     return LogIndex(path, log_id, cameras, ego_from_lidar, ts, lidar_files, camera_files, camera_ts, world_from_ego, ann, cc)
 
 
-def read_points(fs, path: str, display: str, frame: int | None) -> np.ndarray:
-    """Read a float32 N x 4 point file, with clear errors for missing, truncated or mis-shaped files."""
+def read_points(fs, path: str, display: str, frame: int | None, dims: int = POINT_DIM) -> np.ndarray:
+    """Read a float32 N x ``dims`` point file, with clear errors for missing, truncated or mis-shaped files."""
     try:
         with fs.open(path, "rb") as f:
             raw = f.read()
@@ -194,13 +194,13 @@ def read_points(fs, path: str, display: str, frame: int | None) -> np.ndarray:
         raise InputError(display, "missing_point_file", "point file is missing", frame) from None
     if len(raw) == 0:
         raise InputError(display, "empty_point_file", "point file is empty (0 bytes)", frame)
-    if len(raw) % (4 * POINT_DIM) != 0:
+    if len(raw) % (4 * dims) != 0:
         raise InputError(
             display, "truncated_point_file",
-            f"{len(raw)} bytes is not a whole number of {POINT_DIM} x float32 points; the file is truncated or has another layout",
+            f"{len(raw)} bytes is not a whole number of {dims} x float32 points; the file is truncated or has another layout",
             frame,
         )
-    return np.frombuffer(raw, dtype=np.float32).reshape(-1, POINT_DIM).copy()
+    return np.frombuffer(raw, dtype=np.float32).reshape(-1, dims).copy()
 
 
 def read_image(fs, path: str, display: str, frame: int | None) -> np.ndarray:

@@ -38,7 +38,7 @@ from PIL import Image
 from labeler.errors import InputError
 from labeler.geometry.camera import CameraCalib
 from labeler.logs.frame import Frame
-from labeler.logs.native import read_image
+from labeler.logs.native import read_image, read_points
 from labeler.logs.pcd import quarter_turn_z, turn_boxes, turn_for_forward, turn_points
 
 FORMAT = "nuscenes"
@@ -209,19 +209,7 @@ class NuScenesInfoLog:
 
 def read_bin_points(fs, path: str, display: str, frame: int | None, dims: int = 5) -> np.ndarray:
     """nuScenes ``.pcd.bin`` (float32 x dims) -> (N, 4) [x, y, z, intensity / 255]."""
-    try:
-        with fs.open(path, "rb") as f:
-            raw = f.read()
-    except FileNotFoundError:
-        raise InputError(display, "missing_point_file", "point file is missing", frame) from None
-    if len(raw) == 0:
-        raise InputError(display, "empty_point_file", "point file is empty (0 bytes)", frame)
-    if len(raw) % (4 * dims):
-        raise InputError(display, "truncated_point_file",
-                         f"{len(raw)} bytes is not a whole number of {dims} x float32 points; "
-                         "the file is truncated or num_pts_feats is wrong",
-                         frame)
-    a = np.frombuffer(raw, dtype=np.float32).reshape(-1, dims)
+    a = read_points(fs, path, display, frame, dims)
     out = np.empty((len(a), 4), dtype=np.float32)
     out[:, :3] = a[:, :3]
     out[:, 3] = np.clip(a[:, 3] / np.float32(255), 0, 1)
