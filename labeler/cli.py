@@ -134,6 +134,11 @@ def cmd_studio(args) -> int:
     return 0
 
 
+def _add_state(parser: argparse.ArgumentParser) -> None:
+    """``--state`` after the subcommand too (SUPPRESS: an absent option does not override the global one)."""
+    parser.add_argument("--state", help="state dir (same as the global --state)", default=argparse.SUPPRESS)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="labeler",
@@ -162,7 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--workers", type=int, help="LocalCluster worker processes (default: dask.n_workers, 2)")
     r.add_argument("--no-push", action="store_true", help="do not contact Label Studio; write tables and assets only")
     r.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    r.add_argument("--state", help="state dir (same as the global --state)", default=argparse.SUPPRESS)
+    _add_state(r)
     r.set_defaults(func=cmd_run)
 
     s = sub.add_parser("simulate", help="generate simulated road-test logs (the embedded default input)",
@@ -175,7 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--workers", type=int, default=2, help="parallel processes (default 2)")
     s.add_argument("--no-corner-cases", action="store_true", help="do not inject corner cases")
     s.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    s.add_argument("--state", help="state dir (same as the global --state)", default=argparse.SUPPRESS)
+    _add_state(s)
     s.set_defaults(func=cmd_simulate)
 
     ev = sub.add_parser("eval", help="evaluate a run's 3D pre-labels against the logs' ground truth",
@@ -184,7 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--run", help="run folder (default: <state>/runs/demo)")
     ev.add_argument("--out", help="where to write per_class.csv, summary.json and pr_curves.png (default: <run>/eval)")
     ev.add_argument("--max-range", type=float, default=50.0, help="evaluate boxes within this distance of the LiDAR, metres (default 50)")
-    ev.add_argument("--state", help="state dir (same as the global --state)", default=argparse.SUPPRESS)
+    _add_state(ev)
     ev.set_defaults(func=cmd_eval)
 
     st = sub.add_parser("studio", help="manage a local Label Studio server",
@@ -192,7 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
                                     "<state>/label-studio, files mode 0600); down: stop it; login: show the URL and login.")
     st.add_argument("action", choices=["up", "down", "login"], help="up | down | login")
     st.add_argument("--port", type=int, default=8080, help="port to listen on, 127.0.0.1 only (default 8080; a free one if taken)")
-    st.add_argument("--state", help="state dir (same as the global --state)", default=argparse.SUPPRESS)
+    _add_state(st)
     st.set_defaults(func=cmd_studio)
 
     t = sub.add_parser("train", help="train the embedded BEV detector on simulated logs (`labeler train --help`)",
