@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -19,7 +20,9 @@ class Frame:
         frame_index: 0-based index of the frame in its log.
         points: (N, 4) float32 ``[x, y, z, intensity]``, LiDAR frame, metres; intensity in [0, 1].
         lidar_file: path of the point file the points came from.
-        images: camera name -> (H, W, 3) uint8 RGB image.
+        images: camera name -> (H, W, 3) uint8 RGB image. Readers may hand out a
+            :class:`labeler.logs.images.LazyImages`: the same mapping, decoding each image in full on first access
+            (the health checks use its reduced views and never trigger a full decode).
         image_files: camera name -> image path.
         camera_timestamps_ns: camera name -> capture time, ns.
         cameras: camera name -> calibration.
@@ -36,7 +39,7 @@ class Frame:
     lidar_file: str
     world_from_ego: np.ndarray
     ego_from_lidar: np.ndarray = field(default_factory=lambda: np.eye(4))
-    images: dict[str, np.ndarray] = field(default_factory=dict)
+    images: Mapping[str, np.ndarray] = field(default_factory=dict)
     image_files: dict[str, str] = field(default_factory=dict)
     camera_timestamps_ns: dict[str, int] = field(default_factory=dict)
     cameras: dict[str, CameraCalib] = field(default_factory=dict)

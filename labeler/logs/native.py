@@ -27,7 +27,7 @@ from __future__ import annotations
 import io
 import json
 import posixpath
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import fsspec
 import numpy as np
@@ -39,6 +39,7 @@ from labeler.errors import InputError
 from labeler.geometry.camera import CameraCalib
 from labeler.geometry.transforms import quat_to_matrix, se3
 from labeler.logs.frame import Frame
+from labeler.logs.images import EncodedImage, LazyImages, open_image
 
 FORMAT_NAME = "labeler-native"
 FORMAT_VERSION = 1
@@ -85,6 +86,7 @@ class LogIndex:
     annotations: pa.Table | None
     corner_cases: pa.Table | None
     format: str = "native"
+    _gt: tuple | None = field(default=None, init=False, repr=False, compare=False)  # annotations grouped by time
 
     def __len__(self) -> int:
         return len(self.timestamps_ns)
@@ -94,6 +96,23 @@ class LogIndex:
 
     def lidar_file(self, i: int) -> str:
         return posixpath.join(self.path, self.lidar_files[i])
+
+    def ground_truth(self, timestamp_ns: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(M, 7) boxes, (M,) categories, (M,) track ids of one sweep (annotation file order); needs annotations.
+
+        The annotations are grouped by timestamp once per index, so a frame's lookup is a slice, not a scan.
+        """
+        if self._gt is None:
+            a = self.annotations
+            ts = a.column("timestamp_ns").to_numpy().astype(np.int64)
+            order = np.argsort(ts, kind="stable")
+            boxes = np.stack([a.column(c).to_numpy().astype(np.float64) for c in ("x", "y", "z", "l", "w", "h", "yaw")], axis=1)
+            self._gt = (ts[order], boxes[order].reshape(-1, 7),
+                        np.array(a.column("category").to_pylist(), dtype=object)[order],
+                        np.array(a.column("track_id").to_pylist(), dtype=object)[order])
+        ts, boxes, cats, tids = self._gt
+        lo, hi = np.searchsorted(ts, timestamp_ns, "left"), np.searchsorted(ts, timestamp_ns, "right")
+        return boxes[lo:hi].copy(), cats[lo:hi].copy(), tids[lo:hi].copy()
 
 
 def _read_json(fs, path: str, log: str) -> dict:
@@ -203,12 +222,23 @@ def read_points(fs, path: str, display: str, frame: int | None, dims: int = POIN
     return np.frombuffer(raw, dtype=np.float32).reshape(-1, dims).copy()
 
 
-def read_image(fs, path: str, display: str, frame: int | None) -> np.ndarray:
+def read_image_bytes(fs, path: str, display: str, frame: int | None) -> bytes:
+    """The encoded bytes of an image file (``InputError`` ``missing_image`` when it is not there)."""
     try:
         with fs.open(path, "rb") as f:
-            raw = f.read()
+            return f.read()
     except FileNotFoundError:
         raise InputError(display, "missing_image", "camera image is missing", frame) from None
+
+
+def open_image_file(fs, path: str, display: str, frame: int | None) -> EncodedImage:
+    """Read an image file, decode its health view (the decodability check) and keep the bytes for a full decode."""
+    return open_image(read_image_bytes(fs, path, display, frame), display, frame)
+
+
+def read_image(fs, path: str, display: str, frame: int | None) -> np.ndarray:
+    """Read and decode an image file in full: (H, W, 3) uint8 RGB."""
+    raw = read_image_bytes(fs, path, display, frame)
     try:
         img = Image.open(io.BytesIO(raw))
         img.load()
@@ -223,7 +253,7 @@ def load_frame(index: LogIndex, i: int, with_images: bool = True) -> Frame:
     ts = int(index.timestamps_ns[i])
     lidar_rel = index.lidar_files[i]
     pts = read_points(fs, posixpath.join(root, lidar_rel), posixpath.join(index.path, lidar_rel), ts)
-    images, files, cts = {}, {}, {}
+    encoded, files, cts = {}, {}, {}
     for cam, flist in index.camera_files.items():
         rel = flist[i]
         if rel is None:
@@ -231,15 +261,11 @@ def load_frame(index: LogIndex, i: int, with_images: bool = True) -> Frame:
         files[cam] = posixpath.join(index.path, rel)
         cts[cam] = int(index.camera_timestamps_ns[cam][i])
         if with_images:
-            images[cam] = read_image(fs, posixpath.join(root, rel), files[cam], ts)
+            encoded[cam] = open_image_file(fs, posixpath.join(root, rel), files[cam], ts)
+    images = LazyImages(encoded) if with_images else {}
     gt = cats = tids = None
     if index.annotations is not None:
-        a = index.annotations
-        mask = a.column("timestamp_ns").to_numpy() == ts
-        sub = a.filter(pa.array(mask))
-        gt = np.stack([sub.column(c).to_numpy().astype(np.float64) for c in ("x", "y", "z", "l", "w", "h", "yaw")], axis=1) if sub.num_rows else np.zeros((0, 7))
-        cats = np.array(sub.column("category").to_pylist(), dtype=object)
-        tids = np.array(sub.column("track_id").to_pylist(), dtype=object)
+        gt, cats, tids = index.ground_truth(ts)
     return Frame(
         log_id=index.log_id, timestamp_ns=ts, frame_index=i, points=pts,
         lidar_file=posixpath.join(index.path, lidar_rel), world_from_ego=index.world_from_ego[i],

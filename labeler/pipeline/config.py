@@ -48,8 +48,9 @@ class FilterCfg:
     keyframe_hz: float = 2.0              # keep at most this many frames per second (10 Hz logs -> every 5th)
     stationary_speed_mps: float = 0.5     # ego slower than this counts as stationary ...
     stationary_keep_every_s: float = 5.0  # ... and then one frame per this many seconds is kept
-    camera_blur_var: float = 60.0         # variance of the Laplacian (image scaled to 640 px wide) below: blurred
-                                          # (measured: sharp real frames 168-1360, Gaussian blur r=2 gives 37-155)
+    camera_blur_var: float = 200.0        # variance of the Laplacian (grey image at 320 px wide) below: blurred
+                                          # (measured: sharp real frames 303-2015, sharp simulated 531+; Gaussian
+                                          # blur of 2 px at 640 px wide gives <= 159, 4 px <= 17)
     drop_broken_camera_frames: bool = False  # False: a bad camera is a corner-case reason, not a drop
     night_brightness: float = 60.0        # mean camera brightness below: tag "night", else "day"
     speed_bins_mps: tuple = (0.5, 5.0, 15.0)  # tags speed:stopped | slow | medium | fast

@@ -9,8 +9,11 @@ Reasons are short strings (``lidar_too_few_points``, ``stationary_duplicate`` ..
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 
+from labeler.logs.images import HEALTH_WIDTH, LazyImages, health_view
 from labeler.pipeline.config import FilterCfg
 
 # frame-level reasons that DROP a frame (the frame is unusable or redundant)
@@ -32,10 +35,14 @@ def lidar_health(points: np.ndarray, cfg: FilterCfg) -> tuple[str | None, list[s
     n = len(points)
     if n == 0:
         return DROP_LIDAR_TOO_FEW, []
-    finite = np.isfinite(points[:, :3]).all(axis=1)
-    if (1.0 - finite.mean()) > cfg.max_nonfinite_fraction:
+    if np.isfinite(points).all():  # the usual case, one contiguous pass: every point is finite
+        finite, n_finite = slice(None), n
+    else:  # per point, on x, y, z only (a NaN intensity does not break a point)
+        finite = np.isfinite(points[:, :3]).all(axis=1)
+        n_finite = int(finite.sum())
+    if (1.0 - n_finite / n) > cfg.max_nonfinite_fraction:
         return DROP_LIDAR_NONFINITE, []
-    if finite.sum() < cfg.min_points:
+    if n_finite < cfg.min_points:
         return DROP_LIDAR_TOO_FEW, []
     flags = []
     if largest_empty_sector_deg(points[finite], cfg.sector_bins * 4) > cfg.max_empty_sector_deg:
@@ -64,15 +71,22 @@ def largest_empty_sector_deg(points: np.ndarray, bins: int = 144, min_range_m: f
     return float(gaps.max()) * 360.0 / bins
 
 
-def camera_health(images: dict[str, np.ndarray], lidar_ts_ns: int, camera_ts_ns: dict[str, int],
+def health_views(images: Mapping[str, np.ndarray]) -> Mapping[str, np.ndarray]:
+    """The images the camera checks look at: the reduced views of a :class:`LazyImages` (no full decode), else
+    the images themselves (:func:`sharpness` reduces them to the same scale)."""
+    return images.health_views() if isinstance(images, LazyImages) else images
+
+
+def camera_health(images: Mapping[str, np.ndarray], lidar_ts_ns: int, camera_ts_ns: dict[str, int],
                   cfg: FilterCfg, means: dict[str, float] | None = None) -> list[str]:
     """Corner-case flags per camera, e.g. ``camera_black:front`` or ``camera_time_skew:back``.
 
     ``means``: per-camera mean brightness when already computed (see :func:`image_means`).
     """
     flags = []
-    means = means if means is not None else image_means(images)
-    for cam, img in sorted(images.items()):
+    views = health_views(images)
+    means = means if means is not None else image_means(views)
+    for cam, img in sorted(views.items()):
         m = means[cam]
         if m < cfg.camera_black_mean:
             flags.append(f"{FLAG_CAMERA_BLACK}:{cam}")
@@ -86,11 +100,18 @@ def camera_health(images: dict[str, np.ndarray], lidar_ts_ns: int, camera_ts_ns:
     return flags
 
 
-def sharpness(img: np.ndarray, width: int = 640) -> float:
-    """Variance of the Laplacian of the grey image scaled to ``width`` px: low = blurred or featureless."""
+def sharpness(img: np.ndarray, width: int = HEALTH_WIDTH) -> float:
+    """Variance of the Laplacian of the grey image at ``width`` px wide: low = blurred or featureless.
+
+    A wider image is first reduced by an integer factor (box filter, like a JPEG's reduced decoding), then
+    resized to ``width``; a narrower one is scaled up. A :class:`LazyImages` view already has ``width``.
+    """
     from PIL import Image
 
-    p = Image.fromarray(img).convert("L")
+    p = Image.fromarray(img)
+    if p.width > width:
+        p = Image.fromarray(health_view(p, width))
+    p = p.convert("L")
     if p.width != width:
         p = p.resize((width, max(3, round(p.height * width / p.width))), Image.BILINEAR)
     g = np.asarray(p, dtype=np.float32)
@@ -98,12 +119,12 @@ def sharpness(img: np.ndarray, width: int = 640) -> float:
     return float(lap.var())
 
 
-def image_means(images: dict[str, np.ndarray]) -> dict[str, float]:
-    """Mean brightness (0-255) of each camera image."""
-    return {cam: float(img.mean()) if img.size else 0.0 for cam, img in images.items()}
+def image_means(images: Mapping[str, np.ndarray]) -> dict[str, float]:
+    """Mean brightness (0-255) of each camera image (of its reduced view for a :class:`LazyImages`)."""
+    return {cam: float(img.mean()) if img.size else 0.0 for cam, img in health_views(images).items()}
 
 
-def scenario_tags(images: dict[str, np.ndarray], speed_mps: float, cfg: FilterCfg,
+def scenario_tags(images: Mapping[str, np.ndarray], speed_mps: float, cfg: FilterCfg,
                   means: dict[str, float] | None = None) -> tuple[list[str], float]:
     """Scenario tags of a frame (``day``/``night`` from image brightness, ``speed:<bin>``) and its brightness."""
     tags = []

@@ -1,3 +1,5 @@
+import io
+
 import numpy as np
 
 from labeler.geometry.transforms import pose_from_xyz_yaw
@@ -79,3 +81,51 @@ def test_blur_flag_and_scenario_tags():
     assert tags == ["night", "speed:medium"] and b == 30.0
     assert filters.scenario_tags({}, 0.1, cfg)[0] == ["speed:stopped"]
     assert filters.scenario_tags({"f": np.full((4, 4, 3), 130, np.uint8)}, 20.0, cfg)[0] == ["day", "speed:fast"]
+
+
+def test_blur_threshold_separates_simulated_sharp_and_blurred_frames(tmp_path):
+    """The health check looks at a reduced decode (320 px wide); on simulated road-test frames every sharp image is
+    above ``camera_blur_var`` and the same image blurred by 2 or 4 px is below it, through the lazy reader path
+    (reduced JPEG decode) and through the full-image path alike."""
+    from PIL import Image, ImageFilter
+
+    from labeler.logs.images import EncodedImage, LazyImages
+    from labeler.logs.native import load_frame, read_log_index
+    from labeler.simulate import SimConfig, simulate_logs
+
+    cfg = FilterCfg()
+    (path,) = simulate_logs(str(tmp_path), num_logs=1, seed=3, cfg=SimConfig(duration_s=0.4, corner_cases=False),
+                            workers=1, progress=False)
+    idx = read_log_index(path)
+    checked = 0
+    for i in range(len(idx)):
+        frame = load_frame(idx, i)
+        assert filters.camera_health(frame.images, frame.timestamp_ns, frame.camera_timestamps_ns, cfg) == []
+        assert frame.images.num_decoded() == 0  # the health check never decoded a full image
+        for cam in sorted(frame.images):
+            sharp = frame.images[cam]
+            assert filters.sharpness(sharp) > 2 * cfg.camera_blur_var  # full-image path, with margin
+            for r in (2, 4):
+                blurred = np.asarray(Image.fromarray(sharp).filter(ImageFilter.GaussianBlur(r)))
+                buf = io.BytesIO()
+                Image.fromarray(blurred).save(buf, format="JPEG", quality=90)
+                lazy = LazyImages({cam: EncodedImage(buf.getvalue(), cam, 0)})
+                assert filters.sharpness(blurred) < cfg.camera_blur_var / 1.2
+                assert filters.camera_health(lazy, 0, {}, cfg) == [f"camera_blurred:{cam}"]
+                checked += 1
+    assert checked >= 8
+
+
+def test_lazy_image_means_match_full_images():
+    """Means from the reduced decode stand in for the full image's (black / over-exposed / night thresholds)."""
+    from PIL import Image
+
+    from labeler.logs.images import EncodedImage, LazyImages
+
+    rng = np.random.default_rng(0)
+    for level in (5, 30, 128, 248):
+        img = np.clip(rng.normal(level, 20, (360, 640, 3)), 0, 255).astype(np.uint8)
+        buf = io.BytesIO()
+        Image.fromarray(img).save(buf, format="JPEG", quality=90)
+        lazy = LazyImages({"c": EncodedImage(buf.getvalue(), "c", 0)})
+        assert abs(filters.image_means(lazy)["c"] - img.mean()) < 1.0
