@@ -98,9 +98,55 @@ FRAME_SCORES = TableSpec(
        ("reasons", pa.list_(pa.string()), False),
        ("num_boxes", pa.int32(), False),
        ("decision", pa.string(), False),         # review | auto_accepted
-       ("model_version", pa.string(), False)),
+       ("model_version", pa.string(), False),
+       ("labels_source", pa.string(), True)),    # refined | raw: which boxes the frame's pre-labels are
     ("log_id", "timestamp_ns"),
     "One row per kept frame: confidence, review priority, the corner-case reasons, and the decision.",
+)
+
+_BOX = (("x", pa.float64(), False), ("y", pa.float64(), False), ("z", pa.float64(), False),
+        ("l", pa.float64(), False), ("w", pa.float64(), False), ("h", pa.float64(), False),
+        ("yaw", pa.float64(), False))
+
+REFINED_3D = TableSpec(
+    "refined_3d",
+    _s(_LOG, _TS, ("object_id", pa.string(), False), _RUN,   # object_id: r000, r001 ... per frame
+       ("track_id", pa.string(), False),                     # t0000 ... unique within a log
+       *_BOX,
+       ("category", pa.string(), False),                     # the track's score-weighted class vote
+       ("score", pa.float64(), False),                       # track-level confidence (x factor when not detected)
+       ("source", pa.string(), False),                       # detected | interpolated | extrapolated
+       ("raw_object_id", pa.string(), True),                 # predictions_3d object_id it refines; null if filled in
+       ("num_points", pa.int32(), False),                    # of the raw detection (0 when filled in)
+       ("model_version", pa.string(), False)),
+    ("log_id", "timestamp_ns", "object_id"),
+    "Offboard-refined 3D boxes (LiDAR frame of each frame): tracked, one size per track, smoothed, gaps filled.",
+)
+
+TRACKS_3D = TableSpec(
+    "tracks_3d",
+    _s(_LOG, _TS, ("object_id", pa.string(), False), _RUN,   # the predictions_3d row
+       ("track_id", pa.string(), True),                      # null: not tracked
+       ("kept", pa.bool_(), False),                          # its track survived refinement
+       ("yaw_flipped", pa.bool_(), False),                   # its heading was 180 deg off its track's
+       ("short_track", pa.bool_(), False),                   # flicker signals (labeler.refine.signals.track_flicker)
+       ("class_switch", pa.bool_(), False),
+       ("model_version", pa.string(), False)),
+    ("log_id", "timestamp_ns", "object_id"),
+    "Track id of every raw prediction (joins predictions_3d on its keys) and its temporal-flicker flags.",
+)
+
+ACCEPTED_3D = TableSpec(
+    "accepted_3d",
+    _s(_LOG, _TS, ("object_id", pa.string(), False), _RUN,   # object_id in the source table
+       ("source_table", pa.string(), False),                 # refined_3d | predictions_3d
+       ("track_id", pa.string(), True),
+       *_BOX,
+       ("category", pa.string(), False),
+       ("score", pa.float64(), False),
+       ("model_version", pa.string(), False)),
+    ("log_id", "timestamp_ns", "object_id"),
+    "The labels of auto-accepted frames with their provenance: which table and row, and the model version.",
 )
 
 REVIEW_TASKS = TableSpec(
@@ -119,7 +165,8 @@ REVIEW_TASKS = TableSpec(
     "Frames sent to Label Studio, with the task id they live under.",
 )
 
-TABLES: dict[str, TableSpec] = {t.name: t for t in (FRAMES, QUARANTINE, PREDICTIONS_3D, BOXES_2D, FRAME_SCORES, REVIEW_TASKS)}
+TABLES: dict[str, TableSpec] = {t.name: t for t in (FRAMES, QUARANTINE, PREDICTIONS_3D, BOXES_2D, FRAME_SCORES, REVIEW_TASKS,
+                                                    REFINED_3D, TRACKS_3D, ACCEPTED_3D)}
 
 
 def to_table(spec: TableSpec, rows: list[dict] | dict[str, list]) -> pa.Table:

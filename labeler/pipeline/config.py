@@ -15,6 +15,8 @@ from typing import Any, get_type_hints
 import yaml
 
 from labeler.errors import ConfigError
+from labeler.refine.signals import SignalCfg
+from labeler.refine.smoothing import RefineCfg
 
 
 @dataclass(frozen=True)
@@ -85,9 +87,16 @@ class ScoringCfg:
 @dataclass(frozen=True)
 class SelectionCfg:
     budget_fraction: float = 0.2     # at most this fraction of kept frames go to review
-    max_frames: int = 500            # and at most this many
+    max_frames: int = 500            # and at most this many (frames-per-night cap)
     min_gap_s: float = 1.0           # temporal diversity: selected frames of a log at least this far apart
     min_priority: float = 0.05       # frames below are never sent (confident enough)
+    strategy: str = "diverse"        # diverse: labeler.refine.signals.select_diverse over the uncertainty signals
+                                     # (one frame per event); priority: plain priority order (select_for_review)
+    accept_score: float = 0.3        # pre-labels of auto-accepted frames (and shown to reviewers) need this score ...
+    accept_score_by_class: dict = field(default_factory=dict)  # ... or this per-class one (class -> score)
+
+    def accept_threshold(self, category: str) -> float:
+        return float(self.accept_score_by_class.get(str(category), self.accept_score))
 
 
 @dataclass(frozen=True)
@@ -128,6 +137,8 @@ class PipelineConfig:
     filter: FilterCfg = field(default_factory=FilterCfg)
     model: ModelCfg = field(default_factory=ModelCfg)
     scoring: ScoringCfg = field(default_factory=ScoringCfg)
+    refine: RefineCfg = field(default_factory=RefineCfg)      # offboard refinement per log (docs/refinement.md)
+    signals: SignalCfg = field(default_factory=SignalCfg)     # uncertainty signals -> frame priority and reasons
     selection: SelectionCfg = field(default_factory=SelectionCfg)
     render: RenderCfg = field(default_factory=RenderCfg)
     studio: StudioCfg = field(default_factory=StudioCfg)
@@ -183,6 +194,9 @@ def _coerce(v, t, path, source):
             return tuple(float(x) for x in v)
         if a is dict and isinstance(v, dict) and all(isinstance(k, str) and isinstance(x, str) for k, x in v.items()):
             return dict(v)
+        if a is dict and isinstance(v, dict) and all(isinstance(k, str) and isinstance(x, (int, float))
+                                                     and not isinstance(x, bool) for k, x in v.items()):
+            return {k: float(x) for k, x in v.items()}
         if a is float and isinstance(v, (int, float)) and not isinstance(v, bool):
             return float(v)
         if a is int and isinstance(v, int) and not isinstance(v, bool):
@@ -240,5 +254,14 @@ def _validate(cfg: PipelineConfig, source: str) -> None:
         raise ConfigError(f"{source}: input.format {cfg.input.format!r} is unknown; use 'auto' or one of {sorted(READERS)}")
     if cfg.studio.assets not in ("auto", "local", "upload"):
         raise ConfigError(f"{source}: studio.assets must be auto, local or upload, got {cfg.studio.assets!r}")
+    if s.strategy not in ("diverse", "priority"):
+        raise ConfigError(f"{source}: selection.strategy must be 'diverse' or 'priority', got {s.strategy!r}")
+    from labeler.classes import CLASSES
+
+    unknown = sorted(set(s.accept_score_by_class) - set(CLASSES))
+    if unknown:
+        raise ConfigError(f"{source}: selection.accept_score_by_class has unknown classes {unknown}; known: {list(CLASSES)}")
+    if cfg.refine.max_gap_s <= 0 or cfg.refine.track.max_coast_s <= 0:
+        raise ConfigError(f"{source}: refine.max_gap_s and refine.track.max_coast_s must be > 0")
     if cfg.render.color_by not in ("height", "intensity"):
         raise ConfigError(f"{source}: render.color_by must be 'height' or 'intensity'")

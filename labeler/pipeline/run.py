@@ -1,7 +1,8 @@
 """Wires the nightly pipeline's steps into one Dask graph and runs it (the only place that knows the order).
 
-ingest+filter+pre-label+project+score (per log chunk)  ->  select within budget (driver)  ->
-render review assets (per chunk)  ->  push to Label Studio (driver)  ->  write tables + run record.
+ingest+filter+pre-label+project+score (per log chunk)  ->  refine + uncertainty signals (per log, once its
+chunks are done)  ->  select within budget (driver)  ->  accepted labels (per log) and review assets (per chunk)
+->  push to Label Studio (driver)  ->  write tables + run record.
 """
 
 from __future__ import annotations
@@ -21,9 +22,9 @@ from labeler.classes import CLASSES
 from labeler.errors import ConfigError, StudioError
 from labeler.io.tables import reset_run_dir, write_part, write_run_record
 from labeler.logs.registry import find_logs
-from labeler.pipeline import steps
+from labeler.pipeline import logstep, steps
 from labeler.pipeline.config import PipelineConfig
-from labeler.pipeline.selection import select_for_review
+from labeler.pipeline.selection import select_frames
 from labeler.schemas import FRAME_SCORES, FRAMES, QUARANTINE, REVIEW_TASKS, to_table
 
 
@@ -38,6 +39,9 @@ class RunSummary:
     auto_accepted: int = 0
     review: int = 0
     predictions: int = 0
+    refined: int = 0
+    tracks: int = 0
+    accepted_labels: int = 0
     tasks_created: int = 0
     tasks_existing: int = 0
     tasks_updated: int = 0
@@ -59,7 +63,8 @@ class RunSummary:
             f"  filtered out    {self.filtered}" + (f"   {self.filter_reasons}" if self.filter_reasons else ""),
             f"  auto-accepted   {self.auto_accepted}",
             f"  sent for review {self.review}   (tasks: {self.tasks_created} new, {self.tasks_updated} updated, {self.tasks_existing} unchanged)",
-            f"  3D pre-labels   {self.predictions}",
+            f"  3D pre-labels   {self.predictions}" + (f"   (refined: {self.refined} boxes on {self.tracks} tracks)" if self.refined else ""),
+            f"  accepted labels {self.accepted_labels}",
             f"  reconciles      {'yes' if self.reconciles else 'NO'}: {self.frames_in} = {self.quarantined} + {self.filtered} + {self.auto_accepted} + {self.review}",
         ]
         if self.studio_url:
@@ -182,17 +187,36 @@ def run_pipeline(cfg: PipelineConfig, progress: bool = True, push: bool = True, 
                 chunks.append(steps.Chunk(info.log_path, info.format, info.log_id, k, s, min(s + n, info.num_frames)))
         summary.frames_in = sum(i.num_frames for i in infos)
         futs = client.map(steps.process_chunk, chunks, run_id=run_id, run_dir=run_dir, pipeline_version=pipeline_version,
-                          fcfg=cfg.filter, mcfg=cfg.model, scfg=cfg.scoring, pure=False)
+                          fcfg=cfg.filter, mcfg=cfg.model, scfg=cfg.scoring, sigcfg=cfg.signals, pure=False)
+        # one refine + signals task per log, started as soon as that log's chunks are done (futures as arguments)
+        by_log = defaultdict(list)
+        for ch, fut in zip(chunks, futs):
+            by_log[ch.log_id].append(fut)
+        log_futs = {log_id: client.submit(logstep.refine_and_score_log, fs, run_id=run_id, run_dir=run_dir,
+                                          rcfg=cfg.refine, sigcfg=cfg.signals, scfg=cfg.selection, pure=False)
+                    for log_id, fs in by_log.items()}
         results = [f.result() for f in _progress(futs, "ingest, filter, pre-label", progress)]
         results.sort(key=lambda r: (r.chunk.log_id, r.chunk.index))
+        for _ in _progress(list(log_futs.values()), "refine, signals", progress):
+            pass
+        log_sigs = {lid: f.result() for lid, f in log_futs.items()}
         frames = [row for r in results for row in r.frames]
         scores = [row for r in results for row in r.scores]
         quarantine += [row for r in results for row in r.quarantine]
         model_version = next((r.model_version for r in results if r.model_version), "")
         summary.predictions = sum(r.num_predictions for r in results)
+        summary.refined = sum(ls.num_refined for ls in log_sigs.values())
+        summary.tracks = sum(ls.num_tracks for ls in log_sigs.values())
+        sig = {(ls.log_id, f["timestamp_ns"]): f for ls in log_sigs.values() for f in ls.frames}
+        for s in scores:
+            f = sig[(s["log_id"], s["timestamp_ns"])]
+            s["labels_source"] = log_sigs[s["log_id"]].labels_source
+            if cfg.selection.strategy == "diverse":
+                s["priority"], s["reasons"] = f["priority"], f["reasons"]
         # selection over the whole night
-        chosen = select_for_review([s["log_id"] for s in scores], [s["timestamp_ns"] for s in scores],
-                                   [s["priority"] for s in scores], cfg.selection)
+        chosen = select_frames([s["log_id"] for s in scores], [s["timestamp_ns"] for s in scores],
+                               [s["priority"] for s in scores], [sig[(s["log_id"], s["timestamp_ns"])]["base_priority"] for s in scores],
+                               [s["reasons"] for s in scores], cfg.selection)
         decision = {}
         for s, c in zip(scores, chosen):
             s["decision"] = "review" if c else "auto_accepted"
@@ -203,6 +227,16 @@ def run_pipeline(cfg: PipelineConfig, progress: bool = True, push: bool = True, 
         write_part(run_dir, FRAMES, to_table(FRAMES, frames), "0")
         write_part(run_dir, QUARANTINE, to_table(QUARANTINE, quarantine), "0")
         write_part(run_dir, FRAME_SCORES, to_table(FRAME_SCORES, scores), "0")
+        # the labels of auto-accepted frames with their provenance, one task per log
+        parts = defaultdict(list)
+        for ch in chunks:
+            parts[ch.log_id].append(ch.part)
+        accepted_ts = defaultdict(list)
+        for s in scores:
+            if s["decision"] == "auto_accepted":
+                accepted_ts[s["log_id"]].append(s["timestamp_ns"])
+        afuts = [client.submit(logstep.write_accepted, lid, parts[lid], accepted_ts[lid], ls.labels_source, run_id,
+                               run_dir, cfg.selection, pure=False) for lid, ls in log_sigs.items()]
         # review assets for the selected frames, one task per chunk
         by_chunk = defaultdict(list)
         chunk_of = {}
@@ -213,9 +247,12 @@ def run_pipeline(cfg: PipelineConfig, progress: bool = True, push: bool = True, 
             if s["decision"] == "review":
                 by_chunk[chunk_of[(s["log_id"], s["timestamp_ns"])]].append(s)
         rfuts = [client.submit(steps.prepare_review, ch, [s["timestamp_ns"] for s in ss], [s["priority"] for s in ss],
-                               [s["reasons"] for s in ss], run_id, run_dir, cfg.render, pure=False)
+                               [s["reasons"] for s in ss], run_id, run_dir, cfg.render,
+                               labels_source=log_sigs[ch.log_id].labels_source, accept=cfg.selection.accept_threshold,
+                               pure=False)
                  for ch, ss in by_chunk.items()]
         tasks = [t for f in _progress(rfuts, "render review assets", progress) for t in f.result()]
+        summary.accepted_labels = sum(client.gather(afuts))
     tasks.sort(key=lambda t: (-t.priority, t.frame_key))
     review_rows = []
     if push and tasks:
@@ -231,6 +268,7 @@ def run_pipeline(cfg: PipelineConfig, progress: bool = True, push: bool = True, 
         "run_id": run_id, "night": cfg.night, "started_utc": started.isoformat(),
         "finished_utc": dt.datetime.now(dt.timezone.utc).isoformat(), "labeler_version": labeler.__version__,
         "pipeline_version": pipeline_version, "model": cfg.model.name, "model_version": model_version,
+        "labels_source": {lid: ls.labels_source for lid, ls in log_sigs.items()},
         "inputs": [{"path": p, "format": f} for p, f in log_inputs], "config": cfg.to_dict(),
         "summary": {k: v for k, v in summary.__dict__.items()},
     })

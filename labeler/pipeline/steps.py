@@ -3,6 +3,8 @@
 * :func:`inspect_log` - read a log's index: frame count, or a whole-log quarantine row.
 * :func:`process_chunk` - ingest -> filter -> pre-label 3D -> project 2D -> score, for frames [start, stop) of a
   log; writes its predictions_3d / boxes_2d parts and returns the small per-frame rows.
+* :func:`labeler.pipeline.logstep.refine_and_score_log` - after all chunks of a log: offboard refinement and the
+  per-frame uncertainty signals (one task per log);
 * :func:`prepare_review` - render the review assets of the selected frames of one chunk and build the
   Label Studio tasks.
 """
@@ -30,7 +32,8 @@ from labeler.pipeline import filters
 from labeler.pipeline.rules import compile_rules
 from labeler.pipeline.config import FilterCfg, ModelCfg, RenderCfg, ScoringCfg
 from labeler.pipeline.scoring import score_frame
-from labeler.schemas import BOXES_2D, PREDICTIONS_3D, to_table
+from labeler.refine.signals import SignalCfg
+from labeler.schemas import BOXES_2D, PREDICTIONS_3D, REFINED_3D, to_table
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,10 @@ class ChunkResult:
     scores: list[dict] = field(default_factory=list)       # FRAME_SCORES rows (decision filled in later)
     num_predictions: int = 0
     model_version: str = ""
+    # per kept frame, the inputs of the log-level signals: timestamp_ns, world_from_lidar (4x4 list), health flags,
+    # above-ground clusters ((K, 6) list, see labeler.refine.signals.above_ground_clusters), ego speed
+    signal_inputs: list[dict] = field(default_factory=list)
+    poses_known: bool = True      # the log has ego poses and is a time sequence (refinement needs both)
 
 
 def _count_lidar_files(log_path: str) -> int:
@@ -114,8 +121,11 @@ def get_model(cfg: ModelCfg):
 
 
 def process_chunk(chunk: Chunk, run_id: str, run_dir: str, pipeline_version: str, fcfg: FilterCfg,
-                  mcfg: ModelCfg, scfg: ScoringCfg) -> ChunkResult:
-    """Ingest, filter, pre-label, project and score frames [start, stop) of one log."""
+                  mcfg: ModelCfg, scfg: ScoringCfg, sigcfg: SignalCfg = SignalCfg()) -> ChunkResult:
+    """Ingest, filter, pre-label, project and score frames [start, stop) of one log; also the per-frame inputs
+    of the log-level signals that need the points (above-ground clusters), since the points live only here."""
+    from labeler.refine.signals import above_ground_clusters
+
     idx = _index(chunk.log_path, chunk.format)
     poses_known = bool(getattr(idx, "has_poses", True))
     decisions = filters.pose_decisions(idx.timestamps_ns, idx.world_from_ego, fcfg, poses_known,
@@ -124,7 +134,8 @@ def process_chunk(chunk: Chunk, run_id: str, run_dir: str, pipeline_version: str
     model = get_model(mcfg)
     drop_rules = compile_rules(fcfg.drop_rules, "filter.drop_rules")
     flag_rules = compile_rules(fcfg.flag_rules, "filter.flag_rules")
-    res = ChunkResult(chunk, model_version=model.version)
+    res = ChunkResult(chunk, model_version=model.version,
+                      poses_known=poses_known and bool(getattr(idx, "sequential", True)))
     kept = []  # (frame, flags)
     for i in range(chunk.start, chunk.stop):
         ts = int(idx.timestamps_ns[i])
@@ -192,6 +203,11 @@ def process_chunk(chunk: Chunk, run_id: str, run_dir: str, pipeline_version: str
                                 "run_id": run_id, "x1": bx[k, 0], "y1": bx[k, 1], "x2": bx[k, 2], "y2": bx[k, 3],
                                 "truncation": float(trunc[k]), "depth_m": float(depth[k]), "category": str(cats[k]),
                                 "score": float(scores[k]), "model_version": model.version})
+            clusters = above_ground_clusters(frame.points) if sigcfg.above_ground_clusters else None
+            res.signal_inputs.append({"timestamp_ns": int(frame.timestamp_ns),
+                                      "world_from_lidar": np.asarray(frame.world_from_lidar, dtype=np.float64).tolist(),
+                                      "health": list(flags), "speed_mps": float(row["ego_speed_mps"]),
+                                      "clusters": None if clusters is None else clusters.tolist()})
             fs_ = score_frame(boxes, cats, scores, npts, flags, scfg, uncertainty=unc)
             res.scores.append({"log_id": frame.log_id, "timestamp_ns": frame.timestamp_ns, "run_id": run_id,
                                "confidence": fs_.confidence, "priority": fs_.priority, "reasons": fs_.reasons,
@@ -203,8 +219,11 @@ def process_chunk(chunk: Chunk, run_id: str, run_dir: str, pipeline_version: str
 
 
 def prepare_review(chunk: Chunk, timestamps_ns: list[int], priorities: list[float], reasons: list[list[str]],
-                   run_id: str, run_dir: str, rcfg: RenderCfg):
-    """Render BEV images and copy camera images of the selected frames; return Label Studio ReviewTasks."""
+                   run_id: str, run_dir: str, rcfg: RenderCfg, labels_source: str = "raw", accept=None):
+    """Render BEV images and copy camera images of the selected frames; return Label Studio ReviewTasks.
+
+    The pre-annotations are the frame's ``labels_source`` boxes: ``raw`` (predictions_3d and its boxes_2d) or
+    ``refined`` (refined_3d, the log's part, kept by ``accept(category) -> min score``; 2D boxes projected here)."""
     from labeler.render import render_bev
     from labeler.studio.tasks import CameraView, ReviewTask
 
@@ -212,8 +231,16 @@ def prepare_review(chunk: Chunk, timestamps_ns: list[int], priorities: list[floa
     grid = BevGrid(rcfg.x_min_m, rcfg.x_max_m, rcfg.y_min_m, rcfg.y_max_m, rcfg.m_per_px)
     wanted = set(int(t) for t in timestamps_ns)
     flt = [("timestamp_ns", "in", sorted(wanted))] if wanted else None
-    preds = _read_part(run_dir, PREDICTIONS_3D.name, chunk.part, flt)
-    p2d = _read_part(run_dir, BOXES_2D.name, chunk.part, flt)
+    refined = labels_source == "refined"
+    if refined:
+        preds = _read_part(run_dir, REFINED_3D.name, chunk.log_id, flt)
+        if accept is not None and preds.num_rows:
+            ok = [s_ >= accept(c) for s_, c in zip(preds.column("score").to_pylist(), preds.column("category").to_pylist())]
+            preds = preds.filter(pa.array(ok, type=pa.bool_()))
+        p2d = None
+    else:
+        preds = _read_part(run_dir, PREDICTIONS_3D.name, chunk.part, flt)
+        p2d = _read_part(run_dir, BOXES_2D.name, chunk.part, flt)
     pos: dict[int, int] = {}
     for i, t in enumerate(idx.timestamps_ns):
         pos.setdefault(int(t), i)  # a duplicated timestamp: the first frame is the one kept
@@ -238,10 +265,12 @@ def prepare_review(chunk: Chunk, timestamps_ns: list[int], priorities: list[floa
                 dst = asset_dir / f"cam_{cam}.jpg"
                 Image.fromarray(img).save(dst, quality=92)
             calib = frame.cameras[cam]
-            f2 = p2d.filter(pc.and_(pc.equal(p2d.column("timestamp_ns"), int(ts)), pc.equal(p2d.column("camera"), cam)))
-            rows = f2.to_pylist()
-            views.append(CameraView(name=cam, image_path=str(dst), width=calib.width, height=calib.height,
-                                    boxes=[(r["object_id"], r["x1"], r["y1"], r["x2"], r["y2"], r["category"], r["score"]) for r in rows]))
+            if refined:
+                cam_boxes = _project(calib, boxes, fp)
+            else:
+                f2 = p2d.filter(pc.and_(pc.equal(p2d.column("timestamp_ns"), int(ts)), pc.equal(p2d.column("camera"), cam)))
+                cam_boxes = [(r["object_id"], r["x1"], r["y1"], r["x2"], r["y2"], r["category"], r["score"]) for r in f2.to_pylist()]
+            views.append(CameraView(name=cam, image_path=str(dst), width=calib.width, height=calib.height, boxes=cam_boxes))
         out.append(ReviewTask(frame_key=frame.key, log_id=frame.log_id, timestamp_ns=frame.timestamp_ns,
                               bev_image_path=str(bev_path), bev_grid=grid, boxes=boxes,
                               categories=fp.column("category").to_pylist(), scores=fp.column("score").to_pylist(),
@@ -249,6 +278,16 @@ def prepare_review(chunk: Chunk, timestamps_ns: list[int], priorities: list[floa
                               reasons=list(why), model_version=fp.column("model_version")[0].as_py() if fp.num_rows else "",
                               run_id=run_id))
     return out
+
+
+def _project(calib, boxes: np.ndarray, labels: pa.Table) -> list[tuple]:
+    """2D boxes of ``boxes`` (rows of ``labels``) visible in one camera: (object_id, x1, y1, x2, y2, class, score)."""
+    if not len(boxes):
+        return []
+    bx, vis, _, depth = boxes_to_2d(calib, boxes)
+    ids, cats, scores = (labels.column(c).to_pylist() for c in ("object_id", "category", "score"))
+    return [(ids[k], float(bx[k, 0]), float(bx[k, 1]), float(bx[k, 2]), float(bx[k, 3]), cats[k], float(scores[k]))
+            for k in np.nonzero(vis & (depth > 0))[0]]
 
 
 def _read_part(run_dir: str, name: str, part: str, filters_=None) -> pa.Table:

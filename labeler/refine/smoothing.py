@@ -10,8 +10,9 @@ Steps, per log (see docs/refinement.md):
    heading: moving tracks take the direction of motion (a 180 deg flip of a detection is thus fixed), slow tracks
    keep the detector yaw flipped by 180 deg where it points against the track's reference heading and then a
    circular moving average; z by a running median;
-4. gaps of up to ``max_gap_frames`` frames are filled with boxes marked ``source = "interpolated"``;
-5. short, weak tracks are dropped (fewer than ``min_hits`` detections and best score under ``strong_score``,
+4. gaps whose detections are at most ``max_gap_s`` apart are filled with boxes marked ``source = "interpolated"``;
+5. duplicate tracks (a box overlapping a higher-scored one of its class group in the same frame) lose that box;
+6. short, weak tracks are dropped (fewer than ``min_hits`` detections and best score under ``strong_score``,
    or a track score under ``min_track_score``).
 
 :func:`refine_log` returns the refined boxes (LiDAR frame of each frame) and the raw boxes with their track id.
@@ -45,21 +46,33 @@ RAW_SCHEMA = pa.schema(
 
 @dataclass(frozen=True)
 class RefineCfg:
-    """Refinement settings."""
+    """Refinement settings. Durations are in seconds, so the same settings work on 10 Hz sweeps and on the
+    pipeline's 2 Hz keyframes (windows become ``round(seconds / median frame spacing)`` frames, at least 1).
+    Defaults chosen on held-out logs 000-001 (docs/refinement.md)."""
 
+    enabled: bool = True               # pipeline: refine each log after all its chunks (False: raw boxes only)
     track: TrackCfg = field(default_factory=TrackCfg)
-    max_gap_frames: int = 5            # interpolate gaps of up to this many frames
+    max_gap_s: float = 1.05            # fill a gap when the detections on both sides are at most this far apart
     min_hits: int = 3                  # a track with fewer detections ...
     strong_score: float = 0.6          # ... and no detection scoring at least this is dropped
     min_track_score: float = 0.12      # tracks scoring under this are dropped
     static_max_disp_m: float = 1.0     # smoothed centre moves less than this over the track: static
     moving_speed_mps: float = 1.5      # faster than this: heading = direction of motion
-    yaw_window: int = 5                # circular moving average of heading, frames (slow tracks)
-    z_window: int = 9                  # running median of z, frames
+    yaw_window_s: float = 0.5          # circular moving average of heading (slow tracks)
+    z_window_s: float = 0.9            # running median of z
     interpolated_score_factor: float = 0.85
     size_quantile: float = 0.5         # score-weighted quantile of l, w, h per track (0.5 = median)
-    extrapolate_frames: int = 10       # extend moving tracks this many frames past both ends (source "extrapolated")
+    extrapolate_s: float = 0.0         # extend moving tracks this long past both ends (source "extrapolated");
+                                       # off: on held-out logs it only added false boxes
     extrapolated_score_factor: float = 0.5
+    detection_weight: float = 0.5      # box score = track_score^(1-a) * detection_score^a (0: track score only)
+    nms_iou: float = 0.1               # per frame, a box overlapping a higher-scored box of the same class group by
+                                       # more than this BEV IoU is a duplicate track's and dropped (1: keep all)
+
+
+def _frames(seconds: float, dt_s: float) -> int:
+    """Window/extent in frames for a duration at frame spacing ``dt_s`` (at least 1 for windows)."""
+    return max(1, int(round(seconds / max(dt_s, 1e-3))))
 
 
 def weighted_quantile(values, weights, q: float = 0.5) -> float:
@@ -153,7 +166,8 @@ def refine_track(det: pd.DataFrame, grid_ns: np.ndarray, cfg: RefineCfg) -> tupl
     ts = det["timestamp_ns"].to_numpy(np.int64)
     w = np.clip(det["score"].to_numpy(np.float64), 0.05, 1.0)
     lo, hi = np.searchsorted(grid_ns, ts[0]), np.searchsorted(grid_ns, ts[-1])
-    ext = cfg.extrapolate_frames if len(ts) >= cfg.min_hits else 0
+    dt_s = float(np.median(np.diff(grid_ns))) / 1e9 if len(grid_ns) > 1 else 0.1
+    ext = int(round(cfg.extrapolate_s / max(dt_s, 1e-3))) if len(ts) >= cfg.min_hits else 0
     lo, hi = max(0, lo - ext), min(len(grid_ns) - 1, hi + ext)
     g = grid_ns[lo:hi + 1]
     pos = np.searchsorted(g, ts)
@@ -181,20 +195,20 @@ def refine_track(det: pd.DataFrame, grid_ns: np.ndarray, cfg: RefineCfg) -> tupl
         ref = np.where(moving[pos], motion[pos], ref_slow)
         fixed, flipped = fix_flips(raw_yaw, ref)
         yaw_full[pos] = fixed
-        sm = circular_smooth(yaw_full, cfg.yaw_window)
+        sm = circular_smooth(yaw_full, _frames(cfg.yaw_window_s, dt_s))
         yaw_full = np.where(moving, motion, sm)
     z_full = np.full(n, np.nan)
     z_full[pos] = det["wz"].to_numpy(np.float64)
     z_full = pd.Series(z_full).interpolate(limit_direction="both").to_numpy()
-    z_full = _running_median(z_full, cfg.z_window)
+    z_full = _running_median(z_full, _frames(cfg.z_window_s, dt_s))
     size = [weighted_quantile(det[c], w, cfg.size_quantile) for c in ("l", "w", "h")]
-    # which grid frames to emit: detected ones, and missed ones inside gaps of <= max_gap_frames
+    # which grid frames to emit: detected ones, and missed ones inside gaps whose detections are <= max_gap_s apart
     has = np.zeros(n, dtype=bool)
     has[pos] = True
     emit = has.copy()
     gaps = np.diff(pos) - 1
-    for a, gap in zip(pos[:-1], gaps):
-        if 0 < gap <= cfg.max_gap_frames:
+    for a, b, gap in zip(pos[:-1], pos[1:], gaps):
+        if gap > 0 and (g[b] - g[a]) / 1e9 <= cfg.max_gap_s + 1e-6:
             emit[a + 1:a + 1 + gap] = True
     source = np.where(has, "detected", "interpolated").astype(object)
     if not static and ext:
@@ -211,6 +225,35 @@ def refine_track(det: pd.DataFrame, grid_ns: np.ndarray, cfg: RefineCfg) -> tupl
     return out[emit].reset_index(drop=True), flips
 
 
+def suppress_duplicates(rows: list[dict], iou: float) -> list[dict]:
+    """Per frame, drop a refined box whose BEV IoU with a higher-scored box of the same class group exceeds ``iou``
+    (two tracks on one object: the detector's duplicates become duplicate tracks). Rows hold world boxes in
+    ``wbox``; ``iou >= 1`` keeps everything."""
+    from labeler.geometry.boxes import bev_iou
+    from labeler.refine.tracking import group_of
+
+    if iou >= 1.0 or not rows:
+        return rows
+    by_ts: dict[int, list[int]] = {}
+    for i, r in enumerate(rows):
+        by_ts.setdefault(r["timestamp_ns"], []).append(i)
+    drop = set()
+    for idx in by_ts.values():
+        if len(idx) < 2:
+            continue
+        idx = sorted(idx, key=lambda i: -rows[i]["score"])
+        b = np.array([rows[i]["wbox"] for i in idx], dtype=np.float64)
+        ov = bev_iou(b, b)
+        grp = [group_of(rows[i]["category"]) for i in idx]
+        kept: list[int] = []
+        for a in range(len(idx)):
+            if any(ov[a, k] > iou and grp[a] == grp[k] for k in kept):
+                drop.add(idx[a])
+            else:
+                kept.append(a)
+    return [r for i, r in enumerate(rows) if i not in drop]
+
+
 def refine_log(preds, world_from_lidar: dict[int, np.ndarray], frame_times_ns=None, cfg: RefineCfg = RefineCfg(),
                log_id: str | None = None) -> tuple[pa.Table, pa.Table]:
     """Refine one log's single-frame detections.
@@ -224,7 +267,8 @@ def refine_log(preds, world_from_lidar: dict[int, np.ndarray], frame_times_ns=No
         log_id: written into the output (default: ``preds.log_id``).
 
     Returns:
-        ``(refined, raw)``: ``refined`` (:data:`REFINED_SCHEMA`, LiDAR frame of each frame, score = track score,
+        ``(refined, raw)``: ``refined`` (:data:`REFINED_SCHEMA`, LiDAR frame of each frame, score = track score
+        blended with the detection's (``detection_weight``; filled-in boxes: track score x factor),
         ``source`` detected|interpolated, ``raw_object_id`` of the detection it refines or null) and ``raw``
         (:data:`RAW_SCHEMA`: the input boxes with their ``track_id`` (null: untracked), ``kept`` (its track
         survived) and ``yaw_flipped`` (its heading was fixed by 180 deg)).
@@ -260,12 +304,18 @@ def refine_log(preds, world_from_lidar: dict[int, np.ndarray], frame_times_ns=No
             cat = vote_class(sel["category"], sel["score"])
             for k, r in enumerate(out.itertuples(index=False)):
                 interp = r.source != "detected"
-                factor = {"detected": 1.0, "interpolated": cfg.interpolated_score_factor}.get(r.source, cfg.extrapolated_score_factor)
+                if interp:
+                    factor = cfg.interpolated_score_factor if r.source == "interpolated" else cfg.extrapolated_score_factor
+                    box_score = tscore * factor
+                else:
+                    det_score = float(df.at[int(r.raw_index), "score"])
+                    box_score = tscore ** (1.0 - cfg.detection_weight) * det_score ** cfg.detection_weight
                 rows.append({"timestamp_ns": int(r.timestamp_ns), "track_id": f"t{tid:04d}",
                              "wbox": (r.wx, r.wy, r.wz, r.l, r.w, r.h, r.wyaw), "category": cat,
-                             "score": tscore * factor, "source": r.source,
+                             "score": box_score, "source": r.source,
                              "raw_object_id": None if interp else str(df.at[int(r.raw_index), "object_id"]),
                              "num_points": 0 if interp else int(df.at[int(r.raw_index), "num_points"])})
+    rows = suppress_duplicates(rows, cfg.nms_iou)
     # back to each frame's LiDAR frame
     boxes = np.zeros((len(rows), 7))
     by_ts: dict[int, list[int]] = {}

@@ -11,7 +11,7 @@ voted away), and the gate is the larger class gate of the pair plus three predic
 that coasted through a gap, or one whose velocity is not yet known, gets a wider gate).
 
 Forward pass + backward smoothing (not two merged association passes): identities come from one forward pass
-with coasting over up to ``max_gap_frames`` missed frames; the offboard (non-causal) estimate comes from a
+with coasting for up to ``max_coast_s`` seconds without a detection; the offboard (non-causal) estimate comes from a
 Rauch-Tung-Striebel smoother run over each finished track (:func:`rts_smooth`, used by
 :mod:`labeler.refine.smoothing`). For a linear-Gaussian motion model the RTS smoother *is* the optimal
 combination of a forward and a backward filter, so a separate backward association pass would only change
@@ -41,7 +41,8 @@ DEFAULT_ACCEL = 2.0
 class TrackCfg:
     """Tracker settings (metres, seconds, frames)."""
 
-    max_gap_frames: int = 5            # a track coasts through at most this many frames without a detection
+    max_coast_s: float = 1.05          # a track coasts at most this long without a detection (10 Hz: 9 missed
+                                       # frames, 2 Hz keyframes: 1); time-based so the tracker works at any rate
     meas_sigma_m: float = 0.35         # centre measurement noise of a score-1 detection
     init_speed_sigma: float = 6.0      # velocity prior of a new track, m/s
     class_switch_cost_m: float = 0.5   # extra cost of joining a track of another class of the same group
@@ -105,8 +106,9 @@ def track(world: pd.DataFrame, frame_times_ns, cfg: TrackCfg = TrackCfg()) -> np
 
     Args:
         world: rows with ``timestamp_ns, category, score, wx, wy`` (see :func:`to_world`).
-        frame_times_ns: every frame timestamp of the log in time order (frames without detections included:
-            they count towards the coasting limit).
+        frame_times_ns: every frame timestamp of the log the detector ran on, in time order (frames without
+            detections included). Any rate works: prediction, gates (class gate + ``gate_sigmas`` predicted
+            sigmas, which grow with the time since the last update) and coasting (``max_coast_s``) scale with dt.
     """
     times = np.asarray(sorted(set(int(t) for t in frame_times_ns)), dtype=np.int64)
     fidx = {int(t): i for i, t in enumerate(times)}
@@ -127,8 +129,8 @@ def track(world: pd.DataFrame, frame_times_ns, cfg: TrackCfg = TrackCfg()) -> np
     t_prev: dict[int, float] = {}
     for f in range(len(times)):
         t = times[f] / 1e9
-        # retire tracks that coasted too long
-        active = [tr for tr in active if f - tr.last_frame <= cfg.max_gap_frames + 1]
+        # retire tracks that coasted too long (time-based: the same at 10 Hz and at 2 Hz keyframes)
+        active = [tr for tr in active if t - t_prev[tr.tid] <= cfg.max_coast_s + 1e-6]
         preds = []
         for tr in active:
             F, Q = cv_matrices(t - t_prev[tr.tid], CLASS_ACCEL.get(tr.category, DEFAULT_ACCEL))

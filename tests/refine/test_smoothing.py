@@ -58,11 +58,11 @@ def test_extrapolation_is_marked_and_scored_lower():
     preds, poses = _car_track(n=20)
     preds = preds[preds["object_id"] != "clutter"]
     preds = preds[preds["timestamp_ns"] <= T0 + 15 * 100_000_000]
-    r = refine_log(preds, poses, cfg=RefineCfg(extrapolate_frames=2), log_id="L")[0].to_pandas()
+    r = refine_log(preds, poses, cfg=RefineCfg(extrapolate_s=0.2), log_id="L")[0].to_pandas()
     ext = r[r["source"] == "extrapolated"]
     assert sorted(ext["timestamp_ns"]) == [T0 + 16 * 100_000_000, T0 + 17 * 100_000_000]
     assert (ext["score"] < r[r["source"] == "detected"]["score"].min()).all()
-    none = refine_log(preds, poses, cfg=RefineCfg(extrapolate_frames=0), log_id="L")[0].to_pandas()
+    none = refine_log(preds, poses, cfg=RefineCfg(extrapolate_s=0.0), log_id="L")[0].to_pandas()
     assert "extrapolated" not in set(none["source"])
 
 
