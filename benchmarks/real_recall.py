@@ -31,6 +31,7 @@ def main(argv=None) -> int:
     p.add_argument("--real", default=str(Path(__file__).resolve().parents[1] / "../shared/data/real"), help="real samples root")
     p.add_argument("--models", default="bev,geometric", help="comma-separated model specs")
     p.add_argument("--iou", type=float, default=0.5, help="BEV IoU threshold (default 0.5)")
+    p.add_argument("--bev-weights", default=None, help="BEV checkpoint to use for the `bev` model (default: models/bev_small.pt)")
     a = p.parse_args(argv)
     root = Path(a.real).resolve()
     if not root.exists():
@@ -44,7 +45,8 @@ def main(argv=None) -> int:
             for model in a.models.split(","):
                 cfg = load_config(None, {"night": f"{name}-{model}", "input.logs": str(root / rel), "model.name": model,
                                          "simulate.enabled": False, "dask.n_workers": 1, "filter.min_points": 1000,
-                                         "filter.keyframe_hz": 100.0, "filter.stationary_speed_mps": 0.0}).resolved(tmp)
+                                         "filter.keyframe_hz": 100.0, "filter.stationary_speed_mps": 0.0,
+                                         **({"model.checkpoint": a.bev_weights} if model == "bev" and a.bev_weights else {})}).resolved(tmp)
                 run_pipeline(cfg, progress=False, push=False)
                 rec = read_run_record(cfg.output_dir)
                 preds = read_table(cfg.output_dir, "predictions_3d")

@@ -104,7 +104,9 @@ def cmd_simulate(args) -> int:
     from labeler.simulate import SimConfig, simulate_logs
 
     out = args.out or str(Path(_state(args)) / "logs")
-    paths = simulate_logs(out, num_logs=args.logs, seed=args.seed, cfg=SimConfig(duration_s=args.duration, corner_cases=not args.no_corner_cases),
+    profiles = tuple(p for p in args.lidar_profiles.split("+") if p)
+    cfg = SimConfig(duration_s=args.duration, corner_cases=not args.no_corner_cases, lidar_profiles=profiles)
+    paths = simulate_logs(out, num_logs=args.logs, seed=args.seed, cfg=cfg,
                           workers=args.workers, progress=not args.no_progress)
     print(f"{len(paths)} logs in {out}")
     return 0
@@ -171,14 +173,17 @@ def build_parser() -> argparse.ArgumentParser:
     r.set_defaults(func=cmd_run)
 
     s = sub.add_parser("simulate", help="generate simulated road-test logs (the embedded default input)",
-                       description="Ray-cast a 32-beam LiDAR and 2 cameras through a synthetic road scene with moving and parked "
-                                   "actors and injected corner cases; write native logs. Deterministic for a seed.")
+                       description="Ray-cast a spinning LiDAR (HDL-32E-like by default) and 2 cameras through a synthetic road scene "
+                                   "with moving and parked actors and injected corner cases; write native logs. Deterministic for a seed.")
     s.add_argument("--out", help="output folder (default: <state>/logs)")
     s.add_argument("--logs", type=int, default=10, help="number of logs (default 10)")
     s.add_argument("--duration", type=float, default=20.0, help="seconds per log at 10 Hz (default 20)")
     s.add_argument("--seed", type=int, default=0, help="base seed (default 0); the same seed gives identical logs")
     s.add_argument("--workers", type=int, default=2, help="parallel processes (default 2)")
     s.add_argument("--no-corner-cases", action="store_true", help="do not inject corner cases")
+    s.add_argument("--lidar-profiles", default="",
+                   help="'+'-separated sensors each log draws one of, e.g. hdl32e+hdl64e+pandar40+vlp32c_x2+vlp16 "
+                        "(labeler.simulate.lidar.PROFILES: beams, vertical FOV, mounting height); default: the HDL-32E")
     s.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     _add_state(s)
     s.set_defaults(func=cmd_simulate)

@@ -1,8 +1,10 @@
 """Ray-cast spinning LiDAR (HDL-32E-like) on a :class:`~labeler.simulate.scene.RayScene`.
 
 LiDAR frame: origin at the sensor, x forward, y left, z up, metres (the ego frame shifted up by the mount height).
-A sweep is ``num_beams`` lasers with elevations evenly spaced from +10.67 deg to -30.67 deg, fired every
-``azimuth_res_deg`` over 360 deg; all rays of a sweep are cast at one instant (no motion distortion).
+A sweep is ``num_beams`` lasers with elevations evenly spaced over ``vfov_deg`` (default +10.67 deg to -30.67 deg,
+HDL-32E), fired every ``azimuth_res_deg`` over 360 deg; all rays of a sweep are cast at one instant (no motion
+distortion). :data:`PROFILES` holds beam patterns and mounting heights of common real sensors, so training data can
+mix them (real logs come from many LiDARs: see ``SimConfig.lidar_profiles``).
 
 Output points: (N, 4) float32 ``[x, y, z, intensity]`` in the LiDAR frame, ordered by firing (azimuth column, then
 beam). Intensity in [0, 1] = material reflectivity x incidence factor x range falloff, plus noise. Returns are lost
@@ -12,11 +14,33 @@ corner-case dropout sector.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from labeler.simulate.scene import RayScene, rotate
 
 VFOV_DEG = (10.67, -30.67)
+
+
+@dataclass(frozen=True)
+class LidarProfile:
+    """Beam pattern and mounting of a spinning LiDAR (approximate public specifications; uniform beam spacing)."""
+
+    num_beams: int
+    vfov_deg: tuple[float, float]   # (top, bottom) elevation, degrees
+    azimuth_res_deg: float
+    height_m: float                 # sensor origin above the road
+
+
+# name -> profile; "hdl32e" is the simulator's default sensor (nuScenes-like)
+PROFILES: dict[str, LidarProfile] = {
+    "hdl32e": LidarProfile(32, (10.67, -30.67), 0.25, 1.84),      # Velodyne HDL-32E (nuScenes)
+    "hdl64e": LidarProfile(64, (2.0, -24.9), 0.2, 1.73),          # Velodyne HDL-64E (KITTI)
+    "pandar40": LidarProfile(40, (7.0, -16.0), 0.2, 1.9),         # Hesai Pandar40 (SUSTechPOINTS-like)
+    "vlp32c_x2": LidarProfile(64, (15.0, -25.0), 0.2, 1.95),      # two stacked VLP-32C (Argoverse 2-like)
+    "vlp16": LidarProfile(16, (15.0, -15.0), 0.2, 1.7),           # Velodyne VLP-16 (sparse)
+}
 MIN_RANGE_M = 0.8
 # return detection: P(detect) = 1 - exp(-refl * incidence * min(1, (SIGNAL_REF_M / r)^2) / SIGNAL_SCALE)
 SIGNAL_REF_M = 20.0
@@ -29,17 +53,21 @@ class Lidar:
     """Beam pattern and return model of the simulated LiDAR.
 
     Args:
-        num_beams: lasers (rows); elevations ``linspace(+10.67, -30.67, num_beams)`` degrees.
+        num_beams: lasers (rows); elevations ``linspace(vfov_deg[0], vfov_deg[1], num_beams)`` degrees.
         azimuth_res_deg: horizontal step, degrees; azimuths start at -180 deg (behind) and increase CCW.
         max_range_m: returns beyond this range are lost.
         range_noise_m: standard deviation of the Gaussian range noise, metres.
+        vfov_deg: (top, bottom) beam elevations, degrees.
+        model: sensor name written to ``log.json``.
     """
 
     def __init__(self, num_beams: int = 32, azimuth_res_deg: float = 0.25, max_range_m: float = 80.0,
-                 range_noise_m: float = 0.02):
+                 range_noise_m: float = 0.02, vfov_deg: tuple[float, float] = VFOV_DEG, model: str = "sim-hdl32e"):
         self.max_range = float(max_range_m)
         self.range_noise = float(range_noise_m)
-        self.elevation_deg = np.linspace(VFOV_DEG[0], VFOV_DEG[1], num_beams)
+        self.vfov_deg = (float(vfov_deg[0]), float(vfov_deg[1]))
+        self.model = str(model)
+        self.elevation_deg = np.linspace(self.vfov_deg[0], self.vfov_deg[1], num_beams)
         n_az = int(round(360.0 / azimuth_res_deg))
         self.azimuth_deg = -180.0 + np.arange(n_az) * (360.0 / n_az)
         A, E = np.meshgrid(np.deg2rad(self.azimuth_deg), np.deg2rad(self.elevation_deg), indexing="ij")
@@ -58,8 +86,8 @@ class Lidar:
 
     def meta(self) -> dict:
         """LiDAR description for ``log.json``."""
-        return {"model": "sim-hdl32e", "num_beams": len(self.elevation_deg),
-                "elevation_deg": [float(VFOV_DEG[0]), float(VFOV_DEG[1])],
+        return {"model": self.model, "num_beams": len(self.elevation_deg),
+                "elevation_deg": list(self.vfov_deg),
                 "azimuth_res_deg": float(360.0 / len(self.azimuth_deg)), "max_range_m": self.max_range,
                 "range_noise_m": self.range_noise}
 

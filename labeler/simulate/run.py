@@ -47,6 +47,10 @@ class SimConfig:
         corner_cases: inject seeded corner cases (see :data:`labeler.simulate.scene.CORNER_KINDS`) [True].
         force_corner_cases: kinds injected whenever ``corner_cases`` is on, on top of the random draw [()].
         lidar_dropout: range (lo, hi) of the per-log random return dropout probability [(0.03, 0.05)].
+        lidar_vfov_deg: (top, bottom) beam elevations, degrees [(10.67, -30.67)].
+        lidar_profiles: names from :data:`labeler.simulate.lidar.PROFILES`; when given, each log draws one of
+            them (uniformly, from its seed) and it replaces num_beams, lidar_vfov_deg, azimuth_res_deg and
+            lidar_height_m, so a batch mixes sensors like a fleet does [() = use those fields].
     """
 
     duration_s: float = 20.0
@@ -62,6 +66,25 @@ class SimConfig:
     corner_cases: bool = True
     force_corner_cases: tuple[str, ...] = ()
     lidar_dropout: tuple[float, float] = (0.03, 0.05)
+    lidar_vfov_deg: tuple[float, float] = (10.67, -30.67)
+    lidar_profiles: tuple[str, ...] = ()
+
+
+def resolve_lidar(cfg: SimConfig, seed: int) -> tuple[SimConfig, str]:
+    """``cfg`` with the LiDAR fields of the profile log ``seed`` draws (see ``SimConfig.lidar_profiles``) and the
+    sensor's name. A draw from its own random stream: the rest of the log does not depend on it."""
+    from labeler.simulate.lidar import PROFILES
+
+    if not cfg.lidar_profiles:
+        return cfg, "sim-hdl32e"
+    unknown = [p for p in cfg.lidar_profiles if p not in PROFILES]
+    if unknown:
+        raise ValueError(f"SimConfig.lidar_profiles: unknown {unknown}; known: {sorted(PROFILES)}")
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0x11DA]))
+    name = cfg.lidar_profiles[int(rng.integers(len(cfg.lidar_profiles)))]
+    p = PROFILES[name]
+    return replace(cfg, num_beams=p.num_beams, lidar_vfov_deg=p.vfov_deg, azimuth_res_deg=p.azimuth_res_deg,
+                   lidar_height_m=p.height_m), f"sim-{name}"
 
 
 def log_seed(seed: int, index: int) -> int:
@@ -117,7 +140,8 @@ def simulate_log(out_root: str, log_id: str, seed: int, cfg: SimConfig = SimConf
         fs.rm(p, recursive=True)
     _, rng_lidar, rng_cam, rng_look = _streams(seed)
     scen = scenario_for(seed, cfg)
-    lidar = Lidar(cfg.num_beams, cfg.azimuth_res_deg, cfg.max_range_m, cfg.range_noise_m)
+    cfg, sensor = resolve_lidar(cfg, seed)
+    lidar = Lidar(cfg.num_beams, cfg.azimuth_res_deg, cfg.max_range_m, cfg.range_noise_m, cfg.lidar_vfov_deg, sensor)
     calibs = {n: make_calib(n, cfg.image_width, cfg.image_height) for n in cfg.cameras}
     renderers = {n: CameraRenderer(c, rng_look) for n, c in calibs.items()}
     ego_from_lidar = np.eye(4)

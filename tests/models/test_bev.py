@@ -16,10 +16,11 @@ from labeler.models.bev.decode import decode
 from labeler.models.bev.detector import BevDetector, default_weights, load_checkpoint, mirror_boxes
 from labeler.models.bev.network import BevConfig, BevNet
 from labeler.models.bev.raster import FEATURES, rasterize
-from labeler.models.bev.targets import bev_loss, build_targets
+from labeler.models.bev.targets import bev_loss, build_targets, relative_z_targets
 
 RECALL_FLOOR = 0.9  # car recall at 2 m (cars with >= 5 points within 50 m): measured 1.00 (70 of 70) with bev_small.pt
-SMALL = BevConfig(x_range=(-1.6, 1.6), y_range=(-1.6, 1.6), z_range=(-2.0, 2.0), cell_m=0.2, density_norm=3.0)
+SMALL = BevConfig(x_range=(-1.6, 1.6), y_range=(-1.6, 1.6), z_range=(-2.0, 2.0), cell_m=0.2, density_norm=3.0,
+                  height_ref="sensor", intensity_norm="none")  # raw features; the normalised ones: test_bev_features.py
 
 
 # ------------------------------------------------------------------------------------------------ raster
@@ -189,7 +190,8 @@ def test_few_steps_reduce_loss(fresh_log):
     labels = np.array([lut.get(c, -1) for c in f.gt_categories])
     tgt = build_targets(f.gt_boxes, labels, cfg)
     tgt = type(tgt).stack([tgt])
-    raster = rasterize([f.points], cfg)
+    raster, ground = rasterize([f.points], cfg, return_ground=True)
+    tgt = relative_z_targets(tgt, ground, cfg)
     model = BevNet(cfg).train()
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
     losses = []

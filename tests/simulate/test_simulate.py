@@ -302,3 +302,36 @@ def test_simulate_logs_names_parallel_and_skips_complete(tmp_path):
     again = simulate_logs(str(tmp_path), num_logs=2, seed=3, cfg=cfg, workers=2, progress=False)
     assert again == paths
     assert {p: os.path.getmtime(Path(p) / "log.json") for p in paths} == stamps
+
+
+def test_lidar_profiles_mix_sensors_per_log(tmp_path):
+    """With ``lidar_profiles`` each log draws a real sensor's beam pattern and mounting from its seed: the points
+    show that sensor's beam count and elevation span, the road sits at its mounting height, and the draw does
+    not change the rest of the log (same scene, same ground truth)."""
+    from labeler.simulate.lidar import PROFILES
+    from labeler.simulate.run import resolve_lidar
+
+    cfg = SimConfig(duration_s=0.1, image_width=64, image_height=36, lidar_profiles=tuple(PROFILES))
+    drawn = {resolve_lidar(cfg, log_seed(5, i))[1] for i in range(40)}
+    assert drawn == {f"sim-{p}" for p in PROFILES}  # every profile is reachable
+    assert resolve_lidar(SimConfig(), 1)[1] == "sim-hdl32e"  # no profiles: the configured HDL-32E
+    with pytest.raises(ValueError, match="unknown"):
+        resolve_lidar(SimConfig(lidar_profiles=("nope",)), 1)
+    # two logs with different sensors, same seed otherwise
+    seed = next(log_seed(5, i) for i in range(40) if resolve_lidar(cfg, log_seed(5, i))[1] == "sim-hdl64e")
+    dense = Path(simulate_log(str(tmp_path), "dense", seed, cfg))
+    plain = Path(simulate_log(str(tmp_path), "plain", seed, replace(cfg, lidar_profiles=())))
+    meta = json.loads((dense / "log.json").read_text())["lidar"]
+    assert meta["model"] == "sim-hdl64e" and meta["num_beams"] == 64 and meta["elevation_deg"] == [2.0, -24.9]
+    a, b = read_log_index(str(dense)), read_log_index(str(plain))
+    assert a.ego_from_lidar[2, 3] == pytest.approx(1.73) and b.ego_from_lidar[2, 3] == pytest.approx(1.84)
+    fa, fb = load_frame(a, 0, with_images=False), load_frame(b, 0, with_images=False)
+    el = np.degrees(np.arctan2(fa.points[:, 2], np.hypot(fa.points[:, 0], fa.points[:, 1])))
+    assert el.max() <= 2.0 + 0.1 and el.min() >= -24.9 - 0.1
+    assert len(np.unique(np.round(el, 1))) > 45  # up to 64 distinct beams seen (HDL-32E: at most 32)
+    assert len(fa.points) > 1.5 * len(fb.points)
+    road = lambda p: np.median(p[(np.hypot(p[:, 0], p[:, 1]) < 12) & (p[:, 2] < -1.0), 2])  # noqa: E731
+    assert road(fa.points) == pytest.approx(-1.73, abs=0.1) and road(fb.points) == pytest.approx(-1.84, abs=0.1)
+    # the same objects in world coordinates: GT boxes differ only by the mounting height
+    assert list(fa.gt_track_ids) == list(fb.gt_track_ids)
+    assert np.allclose(fa.gt_boxes[:, 2] + 1.73, fb.gt_boxes[:, 2] + 1.84, atol=1e-6)

@@ -26,7 +26,7 @@ from labeler.logs.frame import Frame
 from labeler.models.base import Detections
 from labeler.models.bev.decode import RawDetections, decode, rotated_nms
 from labeler.models.bev.network import BevConfig, BevNet, fuse_for_inference
-from labeler.models.bev.raster import rasterize
+from labeler.models.bev.raster import ground_at, rasterize
 
 FORMAT = "labeler-bev"
 FORMAT_VERSION = 1
@@ -184,9 +184,18 @@ class BevDetector:
         keep = np.asarray(sorted(keep, key=lambda i: -d.scores[i]), dtype=np.int64)
         return RawDetections(d.boxes[keep], d.labels[keep], d.scores[keep])
 
+    def _lift(self, d: RawDetections, ground, b: int) -> RawDetections:
+        """Box z from above-the-ground (``height_ref="ground"`` models) back to the LiDAR frame."""
+        if ground is None or len(d.boxes) == 0:
+            return d
+        boxes = d.boxes.copy()
+        boxes[:, 2] += ground_at(ground, b, boxes[:, :2], self.config)
+        return RawDetections(boxes, d.labels, d.scores)
+
     def raw(self, points_list: list[np.ndarray]) -> list[RawDetections]:
         """Boxes of a batch of sweeps as class indices (no TTA). ``points_list``: B arrays (N, >=4)."""
-        return self._run(rasterize(points_list, self.config, self.device))
+        raster, ground = rasterize(points_list, self.config, self.device, return_ground=True)
+        return [self._lift(d, ground, b) for b, d in enumerate(self._run(raster))]
 
     def predict(self, frames: list[Frame]) -> list[Detections]:
         """One :class:`Detections` per frame, in order (the batch runs as one network call)."""
@@ -196,20 +205,20 @@ class BevDetector:
         for f, p in zip(frames, pts):
             if p.ndim != 2 or p.shape[1] < 4:
                 raise ValueError(f"{f.key}: points must have shape (N, >=4) [x, y, z, intensity], got {p.shape}")
-        raster = rasterize(pts, self.config, self.device)
+        raster, ground = rasterize(pts, self.config, self.device, return_ground=True)
         if not self.tta:
-            return [self._to_detections(d, p) for d, p in zip(self._run(raster), pts)]
+            return [self._to_detections(self._lift(d, ground, b), p) for b, (d, p) in enumerate(zip(self._run(raster), pts))]
         views = torch.cat([raster.flip(dims=[d for d, on in ((2, fx), (3, fy)) if on]) if (fx or fy) else raster
                            for fx, fy in TTA_VIEWS])  # view-major: (V * B, C, H, W)
         dets = self._run(views)
         B = len(frames)
         out = []
         for b in range(B):
-            base = dets[b]
+            base = self._lift(dets[b], ground, b)
             others = []
             for v, (fx, fy) in enumerate(TTA_VIEWS[1:], start=1):
                 d = dets[v * B + b]
-                others.append(RawDetections(mirror_boxes(d.boxes, fx, fy), d.labels, d.scores))
+                others.append(self._lift(RawDetections(mirror_boxes(d.boxes, fx, fy), d.labels, d.scores), ground, b))
             det = self._to_detections(base, pts[b])
             det.uncertainty = tta_uncertainty(base, others)
             out.append(det)

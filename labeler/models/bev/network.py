@@ -33,7 +33,12 @@ class BevConfig:
     Attributes:
         classes: the classes the heatmap head predicts, in channel order.
         x_range, y_range: grid extent in the LiDAR frame (symmetric about the sensor, see raster.py).
-        z_range: points outside are ignored; heights are scaled to [0, 1] over this range.
+        z_range: points outside are ignored; heights are scaled to [0, 1] over this range (relative to the local
+            ground with ``height_ref="ground"``, to the sensor with ``"sensor"``).
+        height_ref: ``"ground"`` (heights above a per-sweep ground map, sensor-independent) or ``"sensor"``
+            (LiDAR-frame z, the 0.1 model); see labeler.models.bev.raster.
+        ground_cell_m: cell of the ground height map.
+        intensity_norm: ``"rank"`` (within-sweep intensity CDF) or ``"none"`` (raw intensity in [0, 1]).
         cell_m: input raster cell size.
         density_norm: point count per cell that maps to log-density 1.
         stem_channels: channels of the stride-2 stem conv.
@@ -47,7 +52,10 @@ class BevConfig:
     classes: tuple[str, ...] = CLASSES
     x_range: tuple[float, float] = (-51.2, 51.2)
     y_range: tuple[float, float] = (-51.2, 51.2)
-    z_range: tuple[float, float] = (-3.0, 3.0)
+    z_range: tuple[float, float] = (-1.0, 5.0)
+    height_ref: str = "ground"
+    ground_cell_m: float = 1.6
+    intensity_norm: str = "rank"
     cell_m: float = 0.2
     density_norm: float = 16.0
     stem_channels: int = 16
@@ -73,6 +81,8 @@ class BevConfig:
     def from_dict(cls, d: dict) -> "BevConfig":
         """Inverse of :meth:`to_dict`; raises TypeError / ValueError on unknown or missing-typed keys."""
         names = {f.name for f in fields(cls)}
+        # checkpoints written before the sensor-independent features existed
+        d = {"height_ref": "sensor", "intensity_norm": "none", "z_range": [-3.0, 3.0], **d}
         unknown = set(d) - names
         if unknown:
             raise ValueError(f"unknown BevConfig keys {sorted(unknown)}")

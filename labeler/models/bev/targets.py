@@ -102,6 +102,30 @@ def build_targets(boxes: np.ndarray, labels: np.ndarray, cfg, max_objects: int =
     return Targets(torch.from_numpy(hm), torch.from_numpy(index), torch.from_numpy(mask), torch.from_numpy(reg))
 
 
+def relative_z_targets(t: Targets, ground: torch.Tensor | None, cfg) -> Targets:
+    """Box z targets made relative to the ground map (``height_ref="ground"`` models; ``ground`` None: unchanged).
+
+    The ground is read at each box's centre, ``x = x_min + (i + dx) * cell`` (the cell of the same map the detector
+    reads when it adds the ground back, :func:`labeler.models.bev.raster.ground_at`).
+    """
+    if ground is None:
+        return t
+    from labeler.models.bev.raster import grid_shape
+
+    W = grid_shape(cfg)[1] // cfg.out_stride
+    Hg, Wg = ground.shape[1:]
+    i = torch.div(t.index, W, rounding_mode="floor").float()
+    j = (t.index % W).float()
+    x = cfg.x_range[0] + (i + t.reg[..., 0]) * cfg.out_cell_m
+    y = cfg.y_range[0] + (j + t.reg[..., 1]) * cfg.out_cell_m
+    gi = torch.floor((x - cfg.x_range[0]) / cfg.ground_cell_m).long().clamp(0, Hg - 1)
+    gj = torch.floor((y - cfg.y_range[0]) / cfg.ground_cell_m).long().clamp(0, Wg - 1)
+    g = ground.reshape(ground.shape[0], -1).gather(1, gi * Wg + gj)
+    reg = t.reg.clone()
+    reg[..., 2] = torch.where(t.mask, reg[..., 2] - g, reg[..., 2])
+    return Targets(t.heatmap, t.index, t.mask, reg)
+
+
 def focal_loss(logits: torch.Tensor, target: torch.Tensor, alpha: float = 2.0, beta: float = 4.0) -> torch.Tensor:
     """CenterNet's penalty-reduced focal loss, summed and divided by the number of peaks (cells with target 1)."""
     p = torch.sigmoid(logits).clamp(1e-4, 1 - 1e-4)

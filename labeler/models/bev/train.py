@@ -25,12 +25,12 @@ import pandas as pd
 import torch
 
 from labeler.errors import ConfigError
-from labeler.models.bev.data import Augment, LogFrames, Sample
+from labeler.models.bev.data import Augment, LogFrames, ObjectBank, Sample
 from labeler.models.bev.network import BevConfig, BevNet
 from labeler.models.bev.raster import rasterize
-from labeler.models.bev.targets import Targets, bev_loss, build_targets
+from labeler.models.bev.targets import Targets, bev_loss, build_targets, relative_z_targets
 
-MODEL_VERSION = "0.1.0"
+MODEL_VERSION = "0.2.0"
 GOAL_CLASSES = ("car", "truck", "bus", "pedestrian", "cyclist")  # the mAP the goal is stated on
 # LiDAR and ground truth do not depend on the camera image size (separate random streams): tiny images make
 # simulating training data ~2x faster.
@@ -42,15 +42,18 @@ class TrainConfig:
     """Everything that determines a training run (paths, seeds, optimisation). Saved in the checkpoint."""
 
     out: str = "models/bev_small.pt"          # checkpoint to write
-    logs: str = "state/train_logs"            # training logs folder (simulated there if absent)
-    num_logs: int = 16                        # training logs sim-<sim_seed>-000 ..
-    sim_seed: int = 1000                      # simulator seed of the training logs (must differ from eval_seed)
-    duration_s: float = 20.0                  # length of each simulated log
+    logs: str = "state/train_mixed"           # training logs folder (simulated there if absent)
+    num_logs: int = 32                        # training logs sim-<sim_seed>-000 ..
+    sim_seed: int = 2000                      # simulator seed of the training logs (must differ from eval_seed)
+    duration_s: float = 10.0                  # length of each simulated log
+    lidar_profiles: tuple[str, ...] = ("hdl32e", "hdl64e", "pandar40", "vlp32c_x2", "vlp16")  # sensors the logs mix
+    extra_logs: tuple[str, ...] = ("state/train_logs:1000:16:20",)  # more sets "FOLDER:SEED:NUM:DURATION[:PROFILE+..]"
     frame_step: int = 2                       # train on every n-th frame (consecutive sweeps are near duplicates)
     eval_logs: str = "state/heldout_logs"     # held-out logs folder (simulated there if absent)
     eval_num_logs: int = 4
     eval_seed: int = 0
     eval_frame_step: int = 2
+    eval_duration_s: float = 20.0             # length of each held-out log
     epochs: int = 6
     batch_size: int = 4
     lr: float = 2e-3                          # one-cycle peak learning rate
@@ -62,19 +65,36 @@ class TrainConfig:
     max_steps: int = 0                        # > 0: stop after this many steps (smoke tests)
     log_every: int = 50
     evaluate: bool = True
-    init: str = ""                            # start from this checkpoint's weights (fine-tuning); "" = random init
+    init: str = ""                            # start from this checkpoint's weights (same network; fine-tuning); "" = random init
     balance: tuple[str, ...] = ()             # oversample frames holding these classes (each present class adds 1 to the weight)
     crop_m: float = 25.6                      # train on random +-crop_m crops of the grid (0: the full grid)
+    paste: int = 0                            # copy-paste up to this many bank objects per sweep (0: off)
+    paste_classes: tuple[str, ...] = ("bus", "truck", "cyclist")  # classes the copy-paste bank holds
     model: BevConfig = field(default_factory=BevConfig)
     augment: Augment = field(default_factory=Augment)
 
 
-def ensure_logs(root: str, num_logs: int, seed: int, duration_s: float) -> list[str]:
+def ensure_logs(root: str, num_logs: int, seed: int, duration_s: float, lidar_profiles: tuple[str, ...] = ()) -> list[str]:
     """Paths of ``num_logs`` simulated logs ``sim-<seed>-<i>`` under ``root``, simulating the missing ones."""
     from labeler.simulate import SimConfig, simulate_logs
 
-    cfg = SimConfig(duration_s=duration_s, image_width=SIM_IMAGE_SIZE[0], image_height=SIM_IMAGE_SIZE[1])
+    cfg = SimConfig(duration_s=duration_s, image_width=SIM_IMAGE_SIZE[0], image_height=SIM_IMAGE_SIZE[1],
+                    lidar_profiles=tuple(lidar_profiles))
     return simulate_logs(root, num_logs=num_logs, seed=seed, cfg=cfg, workers=2, progress=False)
+
+
+def parse_log_set(spec: str, eval_seed: int) -> tuple[str, int, int, float, tuple[str, ...]]:
+    """``"FOLDER:SEED:NUM:DURATION[:PROFILE+PROFILE..]"`` -> (folder, seed, num, duration, profiles)."""
+    parts = spec.split(":")
+    try:
+        folder, seed, num, dur = parts[0], int(parts[1]), int(parts[2]), float(parts[3])
+        profiles = tuple(x for x in parts[4].split("+") if x) if len(parts) > 4 else ()
+    except (IndexError, ValueError):
+        raise ConfigError(f"training log set {spec!r}: expected FOLDER:SEED:NUM:DURATION[:PROFILE+PROFILE..], "
+                          "e.g. state/train_logs:1000:16:20") from None
+    if seed == eval_seed:
+        raise ConfigError(f"training log set {spec!r} uses the held-out eval_seed {eval_seed}; pick another seed")
+    return folder, seed, num, dur, profiles
 
 
 def collate(samples: list[Sample], cfg: BevConfig) -> tuple[list[np.ndarray], Targets]:
@@ -142,7 +162,9 @@ def train(cfg: TrainConfig) -> Path:
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
     t_start = time.time()
-    logs = ensure_logs(cfg.logs, cfg.num_logs, cfg.sim_seed, cfg.duration_s)
+    sets = [(cfg.logs, cfg.sim_seed, cfg.num_logs, cfg.duration_s, tuple(cfg.lidar_profiles))]
+    sets += [parse_log_set(x, cfg.eval_seed) for x in cfg.extra_logs]
+    logs = [p for folder, seed, num, dur, prof in sets for p in ensure_logs(folder, num, seed, dur, prof)]
     print(f"[train] {len(logs)} training logs ready ({time.time() - t_start:.0f} s)", flush=True)
     # crop training: the network is fully convolutional, so it trains on a smaller grid (random translations of
     # the sweep choose which part of the full grid) and runs on the full grid
@@ -151,14 +173,24 @@ def train(cfg: TrainConfig) -> Path:
     if cfg.crop_m > 0:
         train_model = replace(cfg.model, x_range=(-cfg.crop_m, cfg.crop_m), y_range=(-cfg.crop_m, cfg.crop_m))
         augment = replace(augment, shift_m=max(0.0, min(cfg.model.x_range[1], cfg.model.y_range[1]) - cfg.crop_m))
+    augment = replace(augment, paste=cfg.paste)
     ds = LogFrames(logs, cfg.model.classes, frame_step=cfg.frame_step, augment=augment, seed=cfg.seed)
+    if cfg.paste > 0:
+        t_bank = time.time()
+        ds.bank = ObjectBank.build(ds, tuple(cfg.model.classes.index(c) for c in cfg.paste_classes))
+        print(f"[train] copy-paste bank: {', '.join(f'{cfg.model.classes[k]} {len(v)}' for k, v in ds.bank.objects.items())} "
+              f"objects ({time.time() - t_bank:.0f} s)", flush=True)
     model = BevNet(cfg.model)
     if cfg.init:
         from labeler.models.bev.detector import build_model, load_checkpoint
 
         init_model, init_cfg = build_model(load_checkpoint(cfg.init), cfg.init)
-        if init_cfg != cfg.model:
-            raise ConfigError(f"--init {cfg.init}: its BevConfig differs from the one being trained")
+        arch = ("classes", "cell_m", "stem_channels", "channels", "blocks", "neck_channels", "neck_fuse", "head_channels")
+        diff = [k for k in arch if getattr(init_cfg, k) != getattr(cfg.model, k)]
+        if diff:
+            raise ConfigError(f"--init {cfg.init}: its network differs from the one being trained in {diff}")
+        # the input features may differ (e.g. a 0.1 checkpoint's raw heights / intensities): same channels,
+        # similar meaning, so its weights are a good start
         model.load_state_dict(init_model.state_dict())
     model.to(memory_format=torch.channels_last)
     weights = None
@@ -187,7 +219,9 @@ def train(cfg: TrainConfig) -> Path:
             if step >= total:
                 break
             pts, tgt = collate([ds[k] for k in order[s : s + cfg.batch_size]], train_model)
-            raster = rasterize(pts, train_model).contiguous(memory_format=torch.channels_last)
+            raster, ground = rasterize(pts, train_model, return_ground=True)
+            raster = raster.contiguous(memory_format=torch.channels_last)
+            tgt = relative_z_targets(tgt, ground, train_model)
             out = model(raster)
             loss, parts = bev_loss(out, tgt)
             opt.zero_grad(set_to_none=True)
@@ -211,16 +245,17 @@ def train(cfg: TrainConfig) -> Path:
             break
     train_s = time.time() - t_train
     metrics = {"history": history, "train_seconds": round(train_s, 1), "steps": step,
-               "train_data": f"{len(logs)} logs sim-{cfg.sim_seed:04d}-* x {cfg.duration_s:g} s, every {cfg.frame_step} frames ({len(ds)} frames)"}
+               "train_data": "; ".join(f"{num} logs sim-{seed:04d}-* x {dur:g} s ({'+'.join(prof) or 'hdl32e'})" for _, seed, num, dur, prof in sets)
+               + f", every {cfg.frame_step} frames ({len(ds)} frames)"}
     save_checkpoint(cfg.out, model, cfg, metrics)
     if cfg.evaluate:
         from labeler.models.bev.detector import BevDetector
 
-        eval_logs = ensure_logs(cfg.eval_logs, cfg.eval_num_logs, cfg.eval_seed, cfg.duration_s)
+        eval_logs = ensure_logs(cfg.eval_logs, cfg.eval_num_logs, cfg.eval_seed, cfg.eval_duration_s)
         det = BevDetector(cfg.out, threads=cfg.threads)
         res, map5, nframes, t_pred = evaluate_detector(det, eval_logs, cfg.eval_frame_step)
         metrics.update({
-            "heldout": f"{len(eval_logs)} logs sim-{cfg.eval_seed:04d}-* x {cfg.duration_s:g} s, every {cfg.eval_frame_step} frames ({nframes} frames)",
+            "heldout": f"{len(eval_logs)} logs sim-{cfg.eval_seed:04d}-* x {cfg.eval_duration_s:g} s, every {cfg.eval_frame_step} frames ({nframes} frames)",
             "mean_ap_goal_classes": map5, "mean_ap_all_classes": float(res.mean_ap),
             "class_ap": {c: float(v) for c, v in res.class_ap.items()},
             "ap": {c: {str(t): float(v) for t, v in d.items()} for c, d in res.ap.items()},
@@ -243,6 +278,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-logs", type=int, default=d.num_logs, help="number of training logs")
     p.add_argument("--sim-seed", type=int, default=d.sim_seed, help="simulator seed of the training logs (not the held-out seed)")
     p.add_argument("--duration", type=float, default=d.duration_s, help="seconds per simulated log")
+    p.add_argument("--lidar-profiles", default="+".join(d.lidar_profiles),
+                   help="'+'-separated LiDAR profiles the training logs draw from (labeler.simulate.lidar.PROFILES); '' = the default HDL-32E")
+    p.add_argument("--extra-logs", default=",".join(d.extra_logs),
+                   help="comma-separated extra training sets FOLDER:SEED:NUM:DURATION[:PROFILE+..] (simulated when missing); '' = none")
+    p.add_argument("--paste", type=int, default=d.paste, help="copy-paste up to this many rare objects into each training sweep (0: off)")
+    p.add_argument("--paste-classes", default=",".join(d.paste_classes), help="comma-separated classes of the copy-paste bank")
     p.add_argument("--frame-step", type=int, default=d.frame_step, help="train on every n-th frame")
     p.add_argument("--eval-logs", default=d.eval_logs, help="held-out logs folder; missing logs are simulated there")
     p.add_argument("--eval-num-logs", type=int, default=d.eval_num_logs, help="number of held-out logs")
@@ -266,6 +307,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     a = build_parser().parse_args(argv)
     cfg = TrainConfig(out=a.out, logs=a.logs, num_logs=a.num_logs, sim_seed=a.sim_seed, duration_s=a.duration,
+                      lidar_profiles=tuple(x for x in a.lidar_profiles.split("+") if x),
+                      extra_logs=tuple(x for x in a.extra_logs.split(",") if x), paste=a.paste,
+                      paste_classes=tuple(c for c in a.paste_classes.split(",") if c),
                       frame_step=a.frame_step, eval_logs=a.eval_logs, eval_num_logs=a.eval_num_logs, eval_seed=a.eval_seed,
                       eval_frame_step=a.eval_frame_step, epochs=a.epochs, batch_size=a.batch_size, lr=a.lr,
                       weight_decay=a.weight_decay, seed=a.seed, threads=a.threads, max_steps=a.max_steps, crop_m=a.crop, init=a.init, balance=tuple(c for c in a.balance.split(",") if c),
