@@ -24,7 +24,65 @@ def _heldout(args, state: str) -> list[str]:
         print(f"simulating {args.num_logs} held-out logs (seed {args.seed}, {args.duration:g} s) into {root}", file=sys.stderr)
         simulate_logs(root, args.num_logs, args.seed, SimConfig(duration_s=args.duration), workers=1, progress=False)
     logs = find_native_logs(root)
-    return logs[: args.num_logs] if args.num_logs else logs
+    logs = logs[: args.num_logs] if args.num_logs else logs
+    if getattr(args, "log_index", None):
+        try:
+            pick = [int(i) for i in args.log_index.split(",")]
+            logs = [logs[i] for i in pick]
+        except (ValueError, IndexError):
+            from labeler.errors import ConfigError
+
+            raise ConfigError(f"--log-index {args.log_index!r}: give comma-separated indices into the {len(logs)} "
+                              "held-out logs, e.g. 2,3") from None
+    return logs
+
+
+def _class_scores(text: str | None, flag: str) -> dict:
+    """``car=0.45,truck=0.4`` -> {"car": 0.45, "truck": 0.4}."""
+    from labeler.classes import CLASSES
+    from labeler.errors import ConfigError
+
+    out = {}
+    for kv in (text or "").split(","):
+        if not kv.strip():
+            continue
+        k, _, v = kv.partition("=")
+        k = k.strip()
+        if k not in CLASSES:
+            raise ConfigError(f"{flag}: unknown class {k!r}; known: {list(CLASSES)} (format car=0.45,truck=0.4)")
+        try:
+            out[k] = float(v)
+        except ValueError:
+            raise ConfigError(f"{flag}: {kv!r} is not class=score (e.g. car=0.45)") from None
+    return out
+
+
+def _refine_cfg(items: list[str] | None):
+    """``--refine key=value`` overrides of :class:`labeler.refine.smoothing.RefineCfg` (``track.key`` for the
+    tracker's :class:`TrackCfg`)."""
+    import dataclasses
+
+    from labeler.errors import ConfigError
+    from labeler.refine.smoothing import RefineCfg
+
+    cfg = RefineCfg()
+    for kv in items or []:
+        k, _, v = kv.partition("=")
+        target, name = (cfg.track, k[6:]) if k.startswith("track.") else (cfg, k)
+        fields = {f.name: f for f in dataclasses.fields(target)}
+        if name not in fields or name in ("track", "enabled"):
+            raise ConfigError(f"--refine {kv!r}: unknown setting; known: {sorted(set(fields) - {'track', 'enabled'})} "
+                              "and track.<name>")
+        cur = getattr(target, name)
+        try:
+            val = type(cur)(v)
+        except ValueError:
+            raise ConfigError(f"--refine {kv!r}: {name} needs a {type(cur).__name__}") from None
+        if target is cfg.track:
+            cfg = dataclasses.replace(cfg, track=dataclasses.replace(cfg.track, **{name: val}))
+        else:
+            cfg = dataclasses.replace(cfg, **{name: val})
+    return cfg
 
 
 def cmd_bench_efficiency(args) -> int:
@@ -34,18 +92,22 @@ def cmd_bench_efficiency(args) -> int:
     state = _state(args)
     logs = _heldout(args, state)
     budgets = tuple(float(b) / 100.0 for b in args.budgets.split(","))
-    cfg = BenchCfg(frame_step=args.frame_step, accept_score=args.accept_score, budgets=budgets, seed=args.seed)
+    cfg = BenchCfg(frame_step=args.frame_step, accept_score=args.accept_score, budgets=budgets, seed=args.seed,
+                   accept_raw=_class_scores(args.accept_raw, "--accept-raw"),
+                   accept_refined=_class_scores(args.accept_refined, "--accept-refined"),
+                   refine=_refine_cfg(args.refine), refine_step=args.refine_step)
     cm = CostModel.with_overrides(args.cost)
     res = run_benchmark(logs, args.model, cfg, cache_dir=os.path.join(state, "cache", "efficiency"), cm=cm,
                         progress=lambda m: print(m, file=sys.stderr))
     out = Path(args.out or os.path.join(state, "bench", "efficiency"))
     out.mkdir(parents=True, exist_ok=True)
     text = format_table(res)
-    (out / "efficiency.md").write_text(text + "\n")
-    (out / "efficiency.json").write_text(to_json(res))
-    png = plot(res, str(out / "efficiency.png"))
+    name = args.name
+    (out / f"{name}.md").write_text(text + "\n")
+    (out / f"{name}.json").write_text(to_json(res))
+    png = plot(res, str(out / f"{name}.png"))
     print(text)
-    print(f"\nwrote {out / 'efficiency.md'}, {out / 'efficiency.json'}, {png}")
+    print(f"\nwrote {out / (name + '.md')}, {out / (name + '.json')}, {png}")
     return 0
 
 
@@ -87,8 +149,18 @@ def add_bench_parser(sub) -> argparse.ArgumentParser:
     e.add_argument("--frame-step", type=int, default=5, help="evaluate every N-th frame (default 5)")
     e.add_argument("--budgets", default="0,2,5,10,20,50,100", help="review budgets, percent of frames (default 0,2,5,10,20,50,100)")
     e.add_argument("--accept-score", type=float, default=0.3, help="auto-accepted pre-labels need this score (default 0.3)")
+    e.add_argument("--accept-raw", help="per-class accept scores for single-frame boxes, e.g. car=0.45,truck=0.45 "
+                                        "(others: --accept-score)")
+    e.add_argument("--accept-refined", help="per-class accept scores for refined boxes (same format)")
+    e.add_argument("--refine", action="append", help="refinement setting key=value (labeler.refine.smoothing.RefineCfg; "
+                                                     "track.<key> for the tracker); repeatable")
+    e.add_argument("--refine-step", type=int, default=0, help="refine on the detections of every N-th frame (default 0 = "
+                                                              "--frame-step: the pipeline's keyframes; 1: every sweep)")
+    e.add_argument("--log-index", help="use only these held-out logs (comma-separated indices, e.g. 2,3: the ones the "
+                                       "settings were not tuned on)")
     e.add_argument("--cost", action="append", help="override a cost, key=seconds (see labeler.review.effort.CostModel); repeatable")
     e.add_argument("--out", help="output folder (default <state>/bench/efficiency)")
+    e.add_argument("--name", default="efficiency", help="output file stem (default efficiency: efficiency.md/.json/.png)")
     e.add_argument("--state", help="state dir (same as the global --state)", default=argparse.SUPPRESS)
     e.set_defaults(func=cmd_bench_efficiency)
     return b

@@ -36,6 +36,7 @@ import pandas as pd
 from scipy.optimize import linear_sum_assignment
 
 from labeler.geometry.boxes import BOX_COLUMNS, bev_iou
+from labeler.refine.smoothing import RefineCfg
 from labeler.review.effort import CostModel
 
 DEFAULT_BUDGETS = (0.0, 0.02, 0.05, 0.10, 0.20, 0.50, 1.0)
@@ -44,14 +45,24 @@ STRATEGIES = ("random", "score_only", "all_signals")
 
 @dataclass(frozen=True)
 class BenchCfg:
-    frame_step: int = 5
-    accept_score: float = 0.3
+    frame_step: int = 5                   # evaluation frames: every N-th (5: the pipeline's 2 Hz keyframes)
+    accept_score: float = 0.3             # auto-accepted pre-labels need this score ...
+    accept_raw: dict = field(default_factory=dict)      # ... or this per class (class -> score), single-frame boxes
+    accept_refined: dict = field(default_factory=dict)  # ... and for refined boxes
     match_dist_m: float = 2.0
     iou_threshold: float = 0.5
     max_range_m: float = 50.0
     min_gap_s: float = 1.0
     budgets: tuple[float, ...] = DEFAULT_BUDGETS
     seed: int = 0
+    refine: RefineCfg = field(default_factory=RefineCfg)
+    refine_step: int = 0                  # detections fed to refinement: every N-th frame (0: frame_step, i.e. the
+                                          # keyframes the pipeline runs the detector on; 1: every 10 Hz sweep)
+
+    def accept_mask(self, labels: pd.DataFrame, refined: bool) -> np.ndarray:
+        by = self.accept_refined if refined else self.accept_raw
+        thr = labels["category"].map(lambda c: float(by.get(str(c), self.accept_score))).to_numpy(np.float64)
+        return labels["score"].to_numpy(np.float64) >= thr
 
 
 # ------------------------------------------------------------------------------------------------ matching
@@ -205,16 +216,19 @@ def collect_log(log_path: str, model_spec: str, frame_step: int, cache_dir: str 
     from labeler.refine.signals import above_ground_clusters
 
     path = None
+    model = resolve_model(model_spec)
     if cache_dir:
+        # keyed by the model's version (it hashes the weights: retrained weights never reuse stale predictions)
         os.makedirs(cache_dir, exist_ok=True)
         st = os.stat(os.path.join(str(log_path), "frames.parquet"))
-        key = f"{os.path.basename(str(log_path).rstrip('/'))}-{_model_key(model_spec)}-{frame_step}-{int(st.st_mtime)}"
+        version = str(getattr(model, "version", ""))
+        key = (f"{os.path.basename(str(log_path).rstrip('/'))}-{_model_key(model_spec + '|' + version)}-{frame_step}"
+               f"-{int(st.st_mtime)}")
         path = os.path.join(cache_dir, key + ".pkl")
         if os.path.exists(path):
             with open(path, "rb") as f:
                 return pickle.load(f)
     idx = read_log_index(log_path)
-    model = resolve_model(model_spec)
     fcfg = FilterCfg()
     rows, eval_info = [], {}
     poses = {}
@@ -269,12 +283,15 @@ def prepare_log(data: dict, refine: bool, cfg: BenchCfg, class_counts=None) -> t
     stopped = dict(zip(data["timestamps_ns"].tolist(), ego_stopped(data["timestamps_ns"], data["world_from_ego"]).tolist()))
     scfg = SignalCfg()
     if refine:
-        refined, raw = refine_log(preds, data["poses"], data["timestamps_ns"], log_id=data["log_id"])
+        step = cfg.refine_step or cfg.frame_step
+        grid = np.asarray(data["timestamps_ns"])[::step]
+        inp = preds[preds["timestamp_ns"].isin(set(grid.tolist()))].reset_index(drop=True)
+        refined, raw = refine_log(inp, data["poses"], grid, cfg=cfg.refine, log_id=data["log_id"])
         labels = refined.to_pandas()
         raw = raw.to_pandas()
         flick = track_flicker(raw, scfg.min_hits)
         raw = pd.concat([raw, flick], axis=1)
-        raw["uncertainty"] = preds["uncertainty"].to_numpy() if len(preds) else []
+        raw["uncertainty"] = inp["uncertainty"].to_numpy() if len(inp) else []
     else:
         labels = preds.copy()
         raw = None
@@ -285,7 +302,7 @@ def prepare_log(data: dict, refine: bool, cfg: BenchCfg, class_counts=None) -> t
     for t in eval_ts:
         lab = by_ts.get(t, labels.iloc[:0])
         lab = _in_range(lab, cfg.max_range_m + 5)
-        acc = lab[lab["score"] >= cfg.accept_score]
+        acc = lab[cfg.accept_mask(lab, refine)]
         info = data["eval"][t]
         if refine:
             # raw boxes carry the per-detection signals (flicker, TTA); refined boxes the final ones
@@ -296,7 +313,8 @@ def prepare_log(data: dict, refine: bool, cfg: BenchCfg, class_counts=None) -> t
                                     r[list(BOX_COLUMNS)].to_numpy(), track_ids=tids,
                                     uncertainty=r["uncertainty"].to_numpy() if r["uncertainty"].notna().any() else None,
                                     flicker=r[["short_track", "class_switch", "yaw_flip"]], clusters=info["clusters"],
-                                    health_flags=info["health"], stopped=stopped.get(t, False), class_counts=class_counts, cfg=scfg)
+                                    health_flags=info["health"], stopped=stopped.get(t, False), class_counts=class_counts,
+                                    explain_boxes=acc[list(BOX_COLUMNS)].to_numpy(), cfg=scfg)
             sig = sig_raw
             # misses judged against the refined boxes (interpolation may explain a cluster)
         else:
@@ -304,7 +322,7 @@ def prepare_log(data: dict, refine: bool, cfg: BenchCfg, class_counts=None) -> t
                                 lab[list(BOX_COLUMNS)].to_numpy(),
                                 uncertainty=lab["uncertainty"].to_numpy() if lab["uncertainty"].notna().any() else None,
                                 clusters=info["clusters"], health_flags=info["health"], stopped=stopped.get(t, False),
-                                class_counts=class_counts, cfg=scfg)
+                                class_counts=class_counts, explain_boxes=acc[list(BOX_COLUMNS)].to_numpy(), cfg=scfg)
         frows.append({"log_id": data["log_id"], "timestamp_ns": int(t), "score_priority": score_only_priority(acc["score"]),
                       "signal_priority": sig.priority, "base_priority": 0.05 * sig.uncertain_boxes, "reasons": sig.reasons})
     return labels, pd.DataFrame(frows)
@@ -321,8 +339,9 @@ def gt_at(data: dict, cfg: BenchCfg) -> pd.DataFrame:
     return g
 
 
-def outcomes_for(labels: pd.DataFrame, gt: pd.DataFrame, frames: pd.DataFrame, cfg: BenchCfg) -> list[FrameOutcome]:
-    lab = _in_range(labels[labels["score"] >= cfg.accept_score], cfg.max_range_m)
+def outcomes_for(labels: pd.DataFrame, gt: pd.DataFrame, frames: pd.DataFrame, cfg: BenchCfg,
+                 refined: bool = False) -> list[FrameOutcome]:
+    lab = _in_range(labels[cfg.accept_mask(labels, refined)], cfg.max_range_m)
     lb = dict(tuple(lab.groupby(["log_id", "timestamp_ns"])))
     gb = dict(tuple(gt.groupby(["log_id", "timestamp_ns"])))
     out = []
@@ -371,7 +390,7 @@ def run_benchmark(log_paths: list[str], model_spec: str = "geometric", cfg: Benc
                        gt[["log_id", "timestamp_ns", *BOX_COLUMNS, "category", "num_lidar_pts"]], EvalConfig())
         maps["refined" if refine else "single_frame"] = res.mean_ap
         maps[("refined" if refine else "single_frame") + "_car"] = res.class_ap["car"]
-        outs = outcomes_for(labels, gt, frames, cfg)
+        outs = outcomes_for(labels, gt, frames, cfg, refine)
         for strategy in STRATEGIES:
             for b in cfg.budgets:
                 m = select(strategy, frames, b, cfg)
@@ -386,7 +405,12 @@ def run_benchmark(log_paths: list[str], model_spec: str = "geometric", cfg: Benc
 
 
 def format_table(r: BenchResult) -> str:
-    lines = [f"model {r.config.get('model')}: {r.num_frames} evaluation frames, {r.num_gt} GT boxes, "
+    c = r.config
+    step = c.get("refine_step") or c.get("frame_step")
+    lines = [f"logs: {', '.join(os.path.basename(str(p)) for p in c.get('logs', []))}; refinement on every {step}-th frame's "
+             f"detections; accept score {c.get('accept_score')}, per class single-frame {c.get('accept_raw') or '-'}, "
+             f"refined {c.get('accept_refined') or '-'}",
+             f"model {r.config.get('model')}: {r.num_frames} evaluation frames, {r.num_gt} GT boxes, "
              f"{r.corner.get('events')} corner-case events {r.corner.get('kinds')}; from scratch {r.scratch_s:.0f} s",
              f"nuScenes-style mAP: single-frame {r.map['single_frame']:.3f}, refined {r.map['refined']:.3f} "
              f"(+{100 * (r.map['refined'] - r.map['single_frame']):.1f} points); car AP {r.map['single_frame_car']:.3f} -> {r.map['refined_car']:.3f}",
