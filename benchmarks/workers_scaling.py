@@ -1,28 +1,40 @@
 """Speed-up of the pipeline on a LocalCluster with 1 vs 2 workers, same logs, side by side in one run.
 
     .venv/bin/python benchmarks/workers_scaling.py [--logs 10] [--duration 5] [--chunk 25] [--repeats 2]
+                                                   [--start-method forkserver|spawn|both]
 
 Each run is a full ``run_pipeline(push=False)`` (cluster start, inspect, ingest/filter/pre-label/score, selection,
-review-asset rendering, tables) on a fresh ``LocalCluster`` of N worker processes x 1 thread; runs alternate
-1, 2, 1, 2 ... so a change in machine load hits both. A psutil thread samples every 50 ms the CPU time of this
-process and of its child processes (the workers) and the machine-wide busy CPU time, so the report also says how
-much CPU the pipeline got and how much other processes took while it ran:
+review-asset rendering, tables, cluster close) in a **fresh driver process** (as ``labeler run`` is: nothing is
+warm from an earlier run, e.g. the worker fork server), on a fresh ``LocalCluster`` of N worker processes x 1
+thread; runs alternate 1, 2, 1, 2 ... so a change in machine load hits both. In that process a psutil thread
+samples every 50 ms the CPU time of the driver and of its child processes (workers, fork server) and the
+machine-wide busy CPU time, so the report also says how much CPU the pipeline got and how much other processes
+took while it ran:
 
-* wall speed-up = median wall(1 worker) / median wall(2 workers)  (goal >= 1.7x on 2 free cores)
-* parallelism = pipeline CPU seconds / wall seconds (what the cores actually gave us)
+* wall speed-up = median wall(1 worker) / median wall(2 workers)  (goal >= 1.7x on 2 free cores). "run" is the
+  wall time of ``run_pipeline``; "process" adds the driver's Python start and imports (what a user waits for).
+* parallelism = pipeline CPU seconds / run wall seconds (what the cores actually gave us)
 * CPU-time speed-up estimate = CPU(1) / (CPU(2) / 2): on an otherwise idle machine one worker needs about CPU(1)
-  seconds and two perfectly balanced workers CPU(2) / 2 (CPU(2) > CPU(1): the second worker process starts, imports
-  and loads the model too). Ignores I/O waits and the serial parts (cluster start, selection), so it is an upper
-  bound of what 2 idle cores would give.
-Logs are simulated once into /tmp/labeler-bench (cached).
+  seconds and two perfectly balanced workers CPU(2) / 2. Ignores I/O waits and the serial parts (cluster start,
+  selection), so it is an upper bound of what 2 idle cores would give.
+* phases of each run from the Dask task stream: cluster start, worker busy time, the idle tail of the ingest phase
+  (last chunk end minus the first worker to run out of chunks), cluster close.
+
+``--start-method``: how LocalCluster worker processes start: ``forkserver`` (what the pipeline does, see
+``labeler/pipeline/cluster.py``), ``spawn`` (Dask's default, what it did before 2026-11-29) or ``both`` side by
+side. Logs are simulated once into /tmp/labeler-bench (cached).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
 import os
 import platform
 import statistics
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -39,6 +51,7 @@ class CpuSampler:
         self.me = psutil.Process()
         self.period_s = period_s
         self.child_cpu: dict[int, float] = {}
+        self.child_kind: dict[int, str] = {}
         self._stop = threading.Event()
         self._t = threading.Thread(target=self._run, daemon=True)
 
@@ -47,14 +60,22 @@ class CpuSampler:
         t = psutil.cpu_times()
         return t.user + t.nice + t.system + getattr(t, "irq", 0) + getattr(t, "softirq", 0) + getattr(t, "steal", 0)
 
+    def _sample(self):
+        for c in self.me.children(recursive=True):
+            try:
+                ct = c.cpu_times()
+                self.child_cpu[c.pid] = ct.user + ct.system
+                if c.pid not in self.child_kind:
+                    cmd = " ".join(c.cmdline())  # a forked worker inherits the fork server's command line
+                    direct = c.ppid() == self.me.pid
+                    self.child_kind[c.pid] = ("fork server" if direct and "forkserver" in cmd else
+                                              "resource tracker" if direct and "resource_tracker" in cmd else "worker")
+            except psutil.Error:
+                continue
+
     def _run(self):
         while not self._stop.is_set():
-            for c in self.me.children(recursive=True):
-                try:
-                    ct = c.cpu_times()
-                    self.child_cpu[c.pid] = ct.user + ct.system
-                except psutil.Error:
-                    continue
+            self._sample()
             self._stop.wait(self.period_s)
 
     def __enter__(self):
@@ -67,38 +88,91 @@ class CpuSampler:
     def __exit__(self, *exc):
         self._stop.set()
         self._t.join()
+        self._sample()
         ct = self.me.cpu_times()
         self.driver_cpu = ct.user + ct.system - self.self0
         self.machine_busy = self._busy() - self.busy0
         self.workers_cpu = sum(self.child_cpu.values())
+        self.server_cpu = sum(v for p, v in self.child_cpu.items() if self.child_kind.get(p) == "fork server")
 
 
-def run_once(logs_dir: str, workers: int, chunk: int, state: str):
+def _use_start_method(method: str) -> None:
+    """``spawn``: run the pipeline with Dask's default worker start (the fork server switched off)."""
+    if method == "spawn":
+        from labeler.pipeline import cluster
+
+        @contextlib.contextmanager
+        def spawned(*_a, **_k):
+            yield "spawn"
+
+        cluster.forked_workers = spawned
+
+
+def one_run(logs_dir: str, workers: int, chunk: int, state: str, method: str) -> dict:
+    """One pipeline run in this (fresh) process; returns its measurements."""
+    from distributed import get_task_stream
+
+    from labeler.pipeline import run as prun
     from labeler.pipeline.config import load_config
-    from labeler.pipeline.run import run_pipeline
 
+    _use_start_method(method)
+    marks: dict[str, float] = {}
+    stream: list = []
+    inner = prun.dask_client
+
+    @contextlib.contextmanager
+    def observed(cfg):
+        marks["cluster_start"] = time.time()
+        with inner(cfg) as client:
+            marks["cluster_up"] = time.time()
+            with get_task_stream(client) as ts:
+                yield client
+            stream.extend(ts.data)
+            marks["tasks_done"] = time.time()
+        marks["cluster_down"] = time.time()
+
+    prun.dask_client = observed
     cfg = load_config(None, {"night": "workers", "simulate.enabled": False, "input.logs": logs_dir,
                              "input.format": "native", "input.chunk_frames": chunk,
                              "dask.n_workers": workers}).resolved(state)
-    t0 = time.perf_counter()
+    t0 = time.time()
     with CpuSampler() as s:
-        summary = run_pipeline(cfg, progress=False, push=False)
-    return summary, time.perf_counter() - t0, s
+        summary = prun.run_pipeline(cfg, progress=False, push=False)
+    t1 = time.time()
+    busy: dict[str, float] = {}
+    chunk_end: dict[str, float] = {}
+    first: dict[str, float] = {}
+    for t in stream:
+        for ss in t["startstops"]:
+            if ss["action"] != "compute":
+                continue
+            w = t["worker"]
+            busy[w] = busy.get(w, 0.0) + ss["stop"] - ss["start"]
+            first[w] = min(first.get(w, ss["start"]), ss["start"])
+            if "process_chunk" in str(t["key"]):
+                chunk_end[w] = max(chunk_end.get(w, 0.0), ss["stop"])
+    ends = sorted(chunk_end.values())
+    return {"workers": workers, "method": method, "frames": summary.frames_in, "wall": t1 - t0,
+            "process_wall": t1 - psutil.Process().create_time(),
+            "workers_cpu": s.workers_cpu, "server_cpu": s.server_cpu, "driver_cpu": s.driver_cpu,
+            "machine_busy": s.machine_busy, "loadavg": os.getloadavg()[0],
+            "cluster_start": marks["cluster_up"] - marks["cluster_start"],
+            "first_task": min(first.values()) - t0 if first else float("nan"),
+            "cluster_close": marks["cluster_down"] - marks["tasks_done"],
+            "busy": sorted(busy.values()), "ingest_tail": ends[-1] - ends[0] if len(ends) > 1 else 0.0}
 
 
-def worker_fixed_cpu() -> tuple[float, float]:
-    """(CPU s, wall s) of starting a 1-worker LocalCluster and loading the model on it, with no frames to process."""
-    from dask.distributed import Client, LocalCluster
-
-    from labeler.pipeline import steps
-    from labeler.pipeline.config import ModelCfg
-
-    t0 = time.perf_counter()
-    with CpuSampler() as s:
-        with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None,
-                          host="127.0.0.1") as cluster, Client(cluster) as client:
-            client.run(lambda: steps.get_model(ModelCfg()) and None)
-    return s.workers_cpu, time.perf_counter() - t0
+def run_fresh(args, logs_dir: str, workers: int, state: str, method: str) -> dict:
+    """:func:`one_run` in a new Python process (the wall time includes its start and imports)."""
+    t0 = time.time()
+    out = subprocess.run([sys.executable, __file__, "--one", str(workers), "--logs-dir", logs_dir, "--state", state,
+                          "--chunk", str(args.chunk), "--start-method", method],
+                         capture_output=True, text=True, check=False)
+    if out.returncode != 0:
+        raise RuntimeError(f"run failed ({workers} workers, {method}):\n{out.stderr[-3000:]}")
+    r = json.loads(out.stdout.strip().splitlines()[-1])
+    r["outer_wall"] = time.time() - t0
+    return r
 
 
 def main() -> None:
@@ -107,41 +181,49 @@ def main() -> None:
     ap.add_argument("--duration", type=float, default=5.0)
     ap.add_argument("--chunk", type=int, default=25)
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--start-method", choices=("forkserver", "spawn", "both"), default="forkserver")
+    ap.add_argument("--one", type=int, help=argparse.SUPPRESS)   # child mode: one run, JSON on stdout
+    ap.add_argument("--logs-dir", help=argparse.SUPPRESS)
+    ap.add_argument("--state", help=argparse.SUPPRESS)
     args = ap.parse_args()
-
-    import dask.distributed  # noqa: F401
-
-    import labeler.pipeline.run  # noqa: F401
+    if args.one:
+        print(json.dumps(one_run(args.logs_dir, args.one, args.chunk, args.state, args.start_method)))
+        return
 
     logs_dir = input_folder(cached_logs(args.logs, args.duration), f"workers-{args.logs}")
     ncpu = os.cpu_count() or 1
+    methods = ("forkserver", "spawn") if args.start_method == "both" else (args.start_method,)
     print(f"machine: {platform.node()} nproc={ncpu} loadavg={' '.join(f'{x:.2f}' for x in os.getloadavg())} (before)")
-    print(f"scheduler: LocalCluster, 1 vs 2 worker processes x 1 thread; {args.logs} logs x {args.duration:g} s; "
-          f"chunk_frames={args.chunk}; push=False; order 1,2 x {args.repeats}")
-    walls: dict[int, list[float]] = {1: [], 2: []}
-    cpus: dict[int, list[float]] = {1: [], 2: []}
+    print(f"scheduler: LocalCluster, 1 vs 2 worker processes x 1 thread, worker start {' vs '.join(methods)}; "
+          f"{args.logs} logs x {args.duration:g} s; chunk_frames={args.chunk}; push=False; order 1,2 x {args.repeats}; "
+          f"every run in a fresh driver process")
+    res: dict[tuple[str, int], list[dict]] = {}
     with tempfile.TemporaryDirectory(prefix="workers-scaling-") as tmp:
         for r in range(args.repeats):
-            for w in (1, 2):
-                summary, wall, s = run_once(logs_dir, w, args.chunk, f"{tmp}/{r}-{w}")
-                ours = s.workers_cpu + s.driver_cpu
-                others = max(0.0, s.machine_busy - ours)
-                walls[w].append(wall)
-                cpus[w].append(ours)
-                print(f"  {w} worker(s): {summary.frames_in} frames {wall:6.1f} s wall  {summary.frames_in / wall:5.2f} frames/s | "
-                      f"CPU s: workers {s.workers_cpu:6.1f} driver {s.driver_cpu:5.1f} -> parallelism {ours / wall:.2f} | "
-                      f"other processes {others:6.1f} CPU s ({others / wall:.2f} cores)  loadavg {os.getloadavg()[0]:.2f}")
-        fixed_cpu, fixed_wall = worker_fixed_cpu()
-    w1, w2 = statistics.median(walls[1]), statistics.median(walls[2])
-    c1, c2 = statistics.median(cpus[1]), statistics.median(cpus[2])
-    print(f"wall speed-up 2 vs 1 worker: {w1 / w2:.2f}x  (median wall {w1:.1f} s vs {w2:.1f} s; per pair "
-          f"{', '.join(f'{a / b:.2f}' for a, b in zip(walls[1], walls[2]))})   goal >= 1.7x")
-    print(f"pipeline CPU seconds: 1 worker {c1:.1f}, 2 workers {c2:.1f} (ratio {c2 / c1:.2f}: extra work of the 2nd process)")
-    print(f"CPU-time speed-up estimate (2 idle cores): {c1 / (c2 / min(2, ncpu)):.2f}x = CPU(1) / (CPU(2) / 2)")
-    work = max(0.0, c1 - fixed_cpu)
-    print(f"fixed cost per worker (spawn + imports + model load, no frames): {fixed_cpu:.1f} CPU s ({fixed_wall:.1f} s wall); "
-          f"frame work {work:.1f} CPU s = {1000 * work / max(1, summary.frames_in):.0f} ms/frame -> estimate at 10x the frames: "
-          f"{(10 * work + fixed_cpu) / ((10 * work + 2 * fixed_cpu) / 2):.2f}x")
+            for m in methods:
+                for w in (1, 2):
+                    x = run_fresh(args, logs_dir, w, f"{tmp}/{r}-{m}-{w}", m)
+                    res.setdefault((m, w), []).append(x)
+                    ours = x["workers_cpu"] + x["driver_cpu"]
+                    others = max(0.0, x["machine_busy"] - ours)
+                    print(f"  {m:10s} {w} worker(s): {x['frames']} frames {x['wall']:6.1f} s run wall ({x['process_wall']:5.1f} s process) "
+                          f"{x['frames'] / x['wall']:5.2f} frames/s | CPU s: workers {x['workers_cpu']:5.1f} (fork server {x['server_cpu']:.1f}) "
+                          f"driver {x['driver_cpu']:4.1f} -> parallelism {ours / x['wall']:.2f} | other processes {others:5.1f} CPU s "
+                          f"({others / x['wall']:.2f} cores) loadavg {x['loadavg']:.2f}")
+                    print(f"      phases: cluster start {x['cluster_start']:.2f} s, first task at {x['first_task']:.2f} s, worker busy "
+                          f"{' + '.join(f'{b:.1f}' for b in x['busy'])} s, ingest tail {x['ingest_tail']:.2f} s, cluster close {x['cluster_close']:.2f} s")
+    for m in methods:
+        w1 = statistics.median(x["wall"] for x in res[(m, 1)])
+        w2 = statistics.median(x["wall"] for x in res[(m, 2)])
+        p1 = statistics.median(x["process_wall"] for x in res[(m, 1)])
+        p2 = statistics.median(x["process_wall"] for x in res[(m, 2)])
+        c1 = statistics.median(x["workers_cpu"] + x["driver_cpu"] for x in res[(m, 1)])
+        c2 = statistics.median(x["workers_cpu"] + x["driver_cpu"] for x in res[(m, 2)])
+        pairs = ", ".join(f"{a['wall'] / b['wall']:.2f}" for a, b in zip(res[(m, 1)], res[(m, 2)]))
+        print(f"[{m}] wall speed-up 2 vs 1 worker: {w1 / w2:.2f}x  (median run wall {w1:.1f} s vs {w2:.1f} s; per pair {pairs}; "
+              f"process wall {p1:.1f} s vs {p2:.1f} s = {p1 / p2:.2f}x)   goal >= 1.7x")
+        print(f"[{m}] pipeline CPU seconds: 1 worker {c1:.1f}, 2 workers {c2:.1f} (ratio {c2 / c1:.2f}: extra work of the 2nd process); "
+              f"CPU-time speed-up estimate (2 idle cores): {c1 / (c2 / min(2, ncpu)):.2f}x = CPU(1) / (CPU(2) / 2)")
 
 
 if __name__ == "__main__":

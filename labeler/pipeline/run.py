@@ -77,6 +77,8 @@ def dask_client(cfg: PipelineConfig):
     """A distributed Client: the external scheduler in ``dask.scheduler`` or a LocalCluster."""
     from dask.distributed import Client, LocalCluster
 
+    from labeler.pipeline.cluster import forked_workers
+
     if cfg.dask.scheduler:
         try:
             client = Client(cfg.dask.scheduler, timeout="20s")
@@ -85,9 +87,10 @@ def dask_client(cfg: PipelineConfig):
         with client:
             yield client
         return
-    with LocalCluster(n_workers=cfg.dask.n_workers, threads_per_worker=cfg.dask.threads_per_worker,
-                      memory_limit=cfg.dask.memory_limit, processes=True, dashboard_address=None,
-                      host="127.0.0.1", silence_logs=logging.ERROR) as cluster, Client(cluster) as client:
+    # worker processes forked from one server that imported their modules once (fast start and close)
+    with forked_workers(), LocalCluster(n_workers=cfg.dask.n_workers, threads_per_worker=cfg.dask.threads_per_worker,
+                                        memory_limit=cfg.dask.memory_limit, processes=True, dashboard_address=None,
+                                        host="127.0.0.1", silence_logs=logging.ERROR) as cluster, Client(cluster) as client:
         yield client
 
 
@@ -248,7 +251,7 @@ def run_pipeline(cfg: PipelineConfig, progress: bool = True, push: bool = True, 
                 by_chunk[chunk_of[(s["log_id"], s["timestamp_ns"])]].append(s)
         rfuts = [client.submit(steps.prepare_review, ch, [s["timestamp_ns"] for s in ss], [s["priority"] for s in ss],
                                [s["reasons"] for s in ss], run_id, run_dir, cfg.render,
-                               labels_source=log_sigs[ch.log_id].labels_source, accept=cfg.selection.accept_threshold,
+                               labels_source=log_sigs[ch.log_id].labels_source, min_score=cfg.selection.review_min_score,
                                pure=False)
                  for ch, ss in by_chunk.items()]
         tasks = [t for f in _progress(rfuts, "render review assets", progress) for t in f.result()]
