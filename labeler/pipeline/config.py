@@ -92,8 +92,11 @@ class SelectionCfg:
     min_priority: float = 0.05       # frames below are never sent (confident enough)
     strategy: str = "diverse"        # diverse: labeler.refine.signals.select_diverse over the uncertainty signals
                                      # (one frame per event); priority: plain priority order (select_for_review)
-    accept_score: float = 0.3        # pre-labels of auto-accepted frames (and shown to reviewers) need this score ...
+    accept_score: float = 0.3        # labels of auto-accepted frames (accepted_3d) need this score ...
     accept_score_by_class: dict = field(default_factory=dict)  # ... or this per-class one (class -> score)
+    review_min_score: float = 0.3    # pre-annotations shown to reviewers need this score; lower than the accept
+                                     # scores on purpose: a right box costs a reviewer ~2 s to verify, a wrong one ~3 s
+                                     # to delete, a missing one ~90 s to draw (labeler.review.effort.CostModel)
 
     def accept_threshold(self, category: str) -> float:
         return float(self.accept_score_by_class.get(str(category), self.accept_score))

@@ -219,11 +219,11 @@ def process_chunk(chunk: Chunk, run_id: str, run_dir: str, pipeline_version: str
 
 
 def prepare_review(chunk: Chunk, timestamps_ns: list[int], priorities: list[float], reasons: list[list[str]],
-                   run_id: str, run_dir: str, rcfg: RenderCfg, labels_source: str = "raw", accept=None):
+                   run_id: str, run_dir: str, rcfg: RenderCfg, labels_source: str = "raw", min_score: float = 0.0):
     """Render BEV images and copy camera images of the selected frames; return Label Studio ReviewTasks.
 
-    The pre-annotations are the frame's ``labels_source`` boxes: ``raw`` (predictions_3d and its boxes_2d) or
-    ``refined`` (refined_3d, the log's part, kept by ``accept(category) -> min score``; 2D boxes projected here)."""
+    The pre-annotations are the frame's ``labels_source`` boxes scoring at least ``min_score``: ``raw``
+    (predictions_3d and its boxes_2d) or ``refined`` (refined_3d, the log's part; 2D boxes projected here)."""
     from labeler.render import render_bev
     from labeler.studio.tasks import CameraView, ReviewTask
 
@@ -234,13 +234,12 @@ def prepare_review(chunk: Chunk, timestamps_ns: list[int], priorities: list[floa
     refined = labels_source == "refined"
     if refined:
         preds = _read_part(run_dir, REFINED_3D.name, chunk.log_id, flt)
-        if accept is not None and preds.num_rows:
-            ok = [s_ >= accept(c) for s_, c in zip(preds.column("score").to_pylist(), preds.column("category").to_pylist())]
-            preds = preds.filter(pa.array(ok, type=pa.bool_()))
         p2d = None
     else:
         preds = _read_part(run_dir, PREDICTIONS_3D.name, chunk.part, flt)
         p2d = _read_part(run_dir, BOXES_2D.name, chunk.part, flt)
+        p2d = p2d.filter(pc.greater_equal(p2d.column("score"), min_score))
+    preds = preds.filter(pc.greater_equal(preds.column("score"), min_score))
     pos: dict[int, int] = {}
     for i, t in enumerate(idx.timestamps_ns):
         pos.setdefault(int(t), i)  # a duplicated timestamp: the first frame is the one kept

@@ -30,3 +30,22 @@ def test_overrides():
     cfg = load_config(None, {"dask.scheduler": "tcp://127.0.0.1:8786", "selection.budget_fraction": 0.5})
     assert cfg.dask.scheduler == "tcp://127.0.0.1:8786" and cfg.selection.budget_fraction == 0.5
     assert PipelineConfig().selection.budget_fraction == 0.2
+
+
+def test_refinement_signals_and_accept_scores_are_typed_config(tmp_path):
+    cfg = load_config("pipelines/nightly.yaml")
+    assert cfg.refine.enabled and cfg.refine.extrapolate_s == 0.0 and cfg.selection.strategy == "diverse"
+    assert cfg.selection.accept_threshold("car") == cfg.selection.accept_score_by_class["car"]
+    assert cfg.selection.accept_threshold("animal") == cfg.selection.accept_score
+    over = load_config(None, {"refine.track.max_coast_s": 2, "selection.accept_score_by_class": {"truck": 0.5}})
+    assert over.refine.track.max_coast_s == 2.0 and over.selection.accept_threshold("truck") == 0.5
+    p = tmp_path / "bad.yaml"
+    p.write_text("selection:\n  accept_score_by_class:\n    lorry: 0.4\n")
+    with pytest.raises(ConfigError, match=r"accept_score_by_class.*lorry.*known"):
+        load_config(p)
+    p.write_text("refine:\n  extrapolate_frames: 3\n")
+    with pytest.raises(ConfigError, match=r"extrapolate_frames.*refine.*extrapolate_s"):
+        load_config(p)
+    p.write_text("selection:\n  strategy: best\n")
+    with pytest.raises(ConfigError, match="diverse"):
+        load_config(p)
