@@ -17,8 +17,9 @@ took while it ran:
 * CPU-time speed-up estimate = CPU(1) / (CPU(2) / 2): on an otherwise idle machine one worker needs about CPU(1)
   seconds and two perfectly balanced workers CPU(2) / 2. Ignores I/O waits and the serial parts (cluster start,
   selection), so it is an upper bound of what 2 idle cores would give.
-* phases of each run from the Dask task stream: cluster start, worker busy time, the idle tail of the ingest phase
-  (last chunk end minus the first worker to run out of chunks), cluster close.
+* phases of each run from the Dask task stream: cluster start, the span from the first task's start to the last
+  task's end, each worker's busy and idle time in that span (imbalance and the waits at the selection barrier),
+  the ingest tail (last chunk end minus the first worker to run out of chunks), cluster close.
 
 ``--start-method``: how LocalCluster worker processes start: ``forkserver`` (what the pipeline does, see
 ``labeler/pipeline/cluster.py``), ``spawn`` (Dask's default, what it did before 2026-11-29) or ``both`` side by
@@ -96,10 +97,14 @@ class CpuSampler:
         self.server_cpu = sum(v for p, v in self.child_cpu.items() if self.child_kind.get(p) == "fork server")
 
 
-def _use_start_method(method: str) -> None:
-    """``spawn``: run the pipeline with Dask's default worker start (the fork server switched off)."""
+def _use_start_method(method: str, saturation: float | None) -> None:
+    """``spawn``: run the pipeline with Dask's default worker start (the fork server switched off);
+    ``saturation``: another ``worker-saturation`` than the pipeline's."""
+    from labeler.pipeline import cluster
+
+    if saturation is not None:
+        cluster.WORKER_SATURATION = saturation
     if method == "spawn":
-        from labeler.pipeline import cluster
 
         @contextlib.contextmanager
         def spawned(*_a, **_k):
@@ -108,14 +113,14 @@ def _use_start_method(method: str) -> None:
         cluster.forked_workers = spawned
 
 
-def one_run(logs_dir: str, workers: int, chunk: int, state: str, method: str) -> dict:
+def one_run(logs_dir: str, workers: int, chunk: int, state: str, method: str, saturation: float | None = None) -> dict:
     """One pipeline run in this (fresh) process; returns its measurements."""
     from distributed import get_task_stream
 
     from labeler.pipeline import run as prun
     from labeler.pipeline.config import load_config
 
-    _use_start_method(method)
+    _use_start_method(method, saturation)
     marks: dict[str, float] = {}
     stream: list = []
     inner = prun.dask_client
@@ -140,24 +145,33 @@ def one_run(logs_dir: str, workers: int, chunk: int, state: str, method: str) ->
         summary = prun.run_pipeline(cfg, progress=False, push=False)
     t1 = time.time()
     busy: dict[str, float] = {}
+    by_kind: dict[str, float] = {}
     chunk_end: dict[str, float] = {}
-    first: dict[str, float] = {}
+    spans: list[tuple[float, float]] = []
     for t in stream:
         for ss in t["startstops"]:
             if ss["action"] != "compute":
                 continue
             w = t["worker"]
             busy[w] = busy.get(w, 0.0) + ss["stop"] - ss["start"]
-            first[w] = min(first.get(w, ss["start"]), ss["start"])
+            kind = str(t["key"]).strip("('\"").split("-")[0]
+            by_kind[kind] = by_kind.get(kind, 0.0) + ss["stop"] - ss["start"]
+            spans.append((ss["start"], ss["stop"]))
             if "process_chunk" in str(t["key"]):
                 chunk_end[w] = max(chunk_end.get(w, 0.0), ss["stop"])
     ends = sorted(chunk_end.values())
+    t_first = min(a for a, _ in spans) if spans else t0
+    t_last = max(b for _, b in spans) if spans else t0
+    for w in range(workers - len(busy)):  # a worker that never got a task
+        busy[f"idle-{w}"] = 0.0
     return {"workers": workers, "method": method, "frames": summary.frames_in, "wall": t1 - t0,
             "process_wall": t1 - psutil.Process().create_time(),
             "workers_cpu": s.workers_cpu, "server_cpu": s.server_cpu, "driver_cpu": s.driver_cpu,
             "machine_busy": s.machine_busy, "loadavg": os.getloadavg()[0],
             "cluster_start": marks["cluster_up"] - marks["cluster_start"],
-            "first_task": min(first.values()) - t0 if first else float("nan"),
+            "first_task": t_first - t0, "tasks_span": t_last - t_first,
+            "idle": sorted(t_last - t_first - b for b in busy.values()),
+            "by_kind": {k: round(v, 2) for k, v in sorted(by_kind.items(), key=lambda kv: -kv[1])},
             "cluster_close": marks["cluster_down"] - marks["tasks_done"],
             "busy": sorted(busy.values()), "ingest_tail": ends[-1] - ends[0] if len(ends) > 1 else 0.0}
 
@@ -166,7 +180,8 @@ def run_fresh(args, logs_dir: str, workers: int, state: str, method: str) -> dic
     """:func:`one_run` in a new Python process (the wall time includes its start and imports)."""
     t0 = time.time()
     out = subprocess.run([sys.executable, __file__, "--one", str(workers), "--logs-dir", logs_dir, "--state", state,
-                          "--chunk", str(args.chunk), "--start-method", method],
+                          "--chunk", str(args.chunk), "--start-method", method]
+                         + (["--worker-saturation", str(args.worker_saturation)] if args.worker_saturation else []),
                          capture_output=True, text=True, check=False)
     if out.returncode != 0:
         raise RuntimeError(f"run failed ({workers} workers, {method}):\n{out.stderr[-3000:]}")
@@ -182,12 +197,14 @@ def main() -> None:
     ap.add_argument("--chunk", type=int, default=25)
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--start-method", choices=("forkserver", "spawn", "both"), default="forkserver")
+    ap.add_argument("--worker-saturation", type=float, help="Dask worker-saturation instead of the pipeline's (1.0); "
+                    "Dask's default is 1.1")
     ap.add_argument("--one", type=int, help=argparse.SUPPRESS)   # child mode: one run, JSON on stdout
     ap.add_argument("--logs-dir", help=argparse.SUPPRESS)
     ap.add_argument("--state", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.one:
-        print(json.dumps(one_run(args.logs_dir, args.one, args.chunk, args.state, args.start_method)))
+        print(json.dumps(one_run(args.logs_dir, args.one, args.chunk, args.state, args.start_method, args.worker_saturation)))
         return
 
     logs_dir = input_folder(cached_logs(args.logs, args.duration), f"workers-{args.logs}")
@@ -210,8 +227,11 @@ def main() -> None:
                           f"{x['frames'] / x['wall']:5.2f} frames/s | CPU s: workers {x['workers_cpu']:5.1f} (fork server {x['server_cpu']:.1f}) "
                           f"driver {x['driver_cpu']:4.1f} -> parallelism {ours / x['wall']:.2f} | other processes {others:5.1f} CPU s "
                           f"({others / x['wall']:.2f} cores) loadavg {x['loadavg']:.2f}")
-                    print(f"      phases: cluster start {x['cluster_start']:.2f} s, first task at {x['first_task']:.2f} s, worker busy "
-                          f"{' + '.join(f'{b:.1f}' for b in x['busy'])} s, ingest tail {x['ingest_tail']:.2f} s, cluster close {x['cluster_close']:.2f} s")
+                    print(f"      phases: cluster start {x['cluster_start']:.2f} s, first task at {x['first_task']:.2f} s, tasks for "
+                          f"{x['tasks_span']:.1f} s: worker busy {' + '.join(f'{b:.1f}' for b in x['busy'])} s, idle "
+                          f"{' + '.join(f'{b:.1f}' for b in x['idle'])} s (ingest tail {x['ingest_tail']:.2f} s), "
+                          f"cluster close {x['cluster_close']:.2f} s")
+                    print(f"      task seconds by kind: {', '.join(f'{k} {v:.1f}' for k, v in x['by_kind'].items())}")
     for m in methods:
         w1 = statistics.median(x["wall"] for x in res[(m, 1)])
         w2 = statistics.median(x["wall"] for x in res[(m, 2)])

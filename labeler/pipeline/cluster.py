@@ -1,5 +1,8 @@
-"""Local Dask worker processes that start and stop fast: forked from one preloaded server, not spawned.
+"""The pipeline's LocalCluster settings: workers forked from one preloaded server, one task per worker at a time.
 
+:func:`local_cluster_settings` applies both while the cluster lives (``run.dask_client``).
+
+**Forked workers** (:func:`forked_workers`).
 A spawned worker process imports everything itself (distributed, pyarrow, PIL, torch and open3d for the
 detectors: ~2.5 CPU s) and tears it all down again when the cluster closes (1-3 s, on the run's critical path);
 a LocalCluster of N workers pays both N times, so the second worker costs more than it brings on a short night.
@@ -9,6 +12,13 @@ once. The detector itself is still loaded once per worker (``steps.get_model``; 
 
 Only the worker processes of a LocalCluster are affected; workers of an external scheduler start as their own
 ``dask worker`` processes. Platforms without ``forkserver`` (Windows) keep ``spawn``.
+
+**One task per worker thread** (:data:`WORKER_SATURATION`). Dask's default (1.1) sends a 1-thread worker
+``ceil(1.1) = 2`` ready chunk tasks: one runs, one waits in that worker's own queue. When the other worker runs
+out of work, a chunk waiting behind a long task (a log's refinement) is not its to take, and at the end of the
+night one worker idles while the other still has two tasks to do (measured: 2.9 s idle of a 20 s run). At 1.0
+the chunks wait at the scheduler and go to whichever worker is free next (one scheduler round trip per chunk,
+milliseconds, against chunks of 0.3-2 s).
 """
 
 from __future__ import annotations
@@ -23,17 +33,33 @@ WORKER_MODULES = (
     "distributed",
     "labeler.pipeline.steps",
     "labeler.pipeline.logstep",
-    "labeler.models.registry",   # torch + open3d: most of a worker's start-up
+    "labeler.models.registry",   # imports open3d (the geometric detector)
     "labeler.render",
     "labeler.studio.tasks",
 )
 """Modules the fork server imports before forking workers (a module that cannot be imported is skipped)."""
 
+WORKER_SATURATION = 1.0
+"""``distributed.scheduler.worker-saturation`` of the pipeline's LocalCluster (see the module docstring)."""
+
+MODEL_MODULES: dict[str, tuple[str, ...]] = {
+    "bev": ("labeler.models.bev",),   # torch: ~1.5 CPU s of a worker's start
+}
+"""Per detector name (``model.name``): the modules its workers import on top of :data:`WORKER_MODULES`."""
+
+
+def worker_modules(model: str | None = None) -> tuple[str, ...]:
+    """The modules to preload for workers that run detector ``model`` (a model spec such as ``bev`` or
+    ``mmdet3d:<config>``; None: the common modules only)."""
+    name = (model or "").partition(":")[0]
+    return WORKER_MODULES + MODEL_MODULES.get(name, ())
+
 
 @contextlib.contextmanager
-def forked_workers(modules: tuple[str, ...] = WORKER_MODULES) -> Iterator[str]:
+def forked_workers(model: str | None = None) -> Iterator[str]:
     """While open, LocalCluster worker processes (started or restarted) are forked from a server that imported
-    ``modules``; yields the start method in use (``forkserver``, or ``spawn`` where there is none).
+    :func:`worker_modules` (``model``); yields the start method in use (``forkserver``, or ``spawn`` where there
+    is none).
 
     The server is started by the first worker of the process's first cluster and reused by later clusters (its
     environment is the one Dask sets for workers: ``distributed.nanny.pre-spawn-environ``).
@@ -44,5 +70,14 @@ def forked_workers(modules: tuple[str, ...] = WORKER_MODULES) -> Iterator[str]:
     with dask.config.set({"distributed.worker.multiprocessing-method": "forkserver"}):
         from distributed.utils import get_mp_context
 
-        get_mp_context().set_forkserver_preload(list(modules))  # no effect once the server runs: same list
+        get_mp_context().set_forkserver_preload(list(worker_modules(model)))  # no effect once the server runs
         yield "forkserver"
+
+
+@contextlib.contextmanager
+def local_cluster_settings(model: str | None = None) -> Iterator[str]:
+    """Dask settings for a LocalCluster created inside: :func:`forked_workers` (``model``) and
+    :data:`WORKER_SATURATION`. Yields the worker start method."""
+    with dask.config.set({"distributed.scheduler.worker-saturation": WORKER_SATURATION}), \
+            forked_workers(model) as method:
+        yield method

@@ -77,7 +77,7 @@ def dask_client(cfg: PipelineConfig):
     """A distributed Client: the external scheduler in ``dask.scheduler`` or a LocalCluster."""
     from dask.distributed import Client, LocalCluster
 
-    from labeler.pipeline.cluster import forked_workers
+    from labeler.pipeline.cluster import local_cluster_settings
 
     if cfg.dask.scheduler:
         try:
@@ -87,8 +87,8 @@ def dask_client(cfg: PipelineConfig):
         with client:
             yield client
         return
-    # worker processes forked from one server that imported their modules once (fast start and close)
-    with forked_workers(), LocalCluster(n_workers=cfg.dask.n_workers, threads_per_worker=cfg.dask.threads_per_worker,
+    # workers forked from one server that imported their modules once (fast start and close); one task per worker
+    with local_cluster_settings(cfg.model.name), LocalCluster(n_workers=cfg.dask.n_workers, threads_per_worker=cfg.dask.threads_per_worker,
                                         memory_limit=cfg.dask.memory_limit, processes=True, dashboard_address=None,
                                         host="127.0.0.1", silence_logs=logging.ERROR) as cluster, Client(cluster) as client:
         yield client
