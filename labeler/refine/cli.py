@@ -95,7 +95,7 @@ def cmd_bench_efficiency(args) -> int:
     cfg = BenchCfg(frame_step=args.frame_step, accept_score=args.accept_score, budgets=budgets, seed=args.seed,
                    accept_raw=_class_scores(args.accept_raw, "--accept-raw"),
                    accept_refined=_class_scores(args.accept_refined, "--accept-refined"),
-                   refine=_refine_cfg(args.refine), refine_step=args.refine_step)
+                   refine=_refine_cfg(args.refine), refine_step=args.refine_step, pred_min_score=args.min_score)
     cm = CostModel.with_overrides(args.cost)
     res = run_benchmark(logs, args.model, cfg, cache_dir=os.path.join(state, "cache", "efficiency"), cm=cm,
                         progress=lambda m: print(m, file=sys.stderr))
@@ -149,6 +149,8 @@ def add_bench_parser(sub) -> argparse.ArgumentParser:
     e.add_argument("--frame-step", type=int, default=5, help="evaluate every N-th frame (default 5)")
     e.add_argument("--budgets", default="0,2,5,10,20,50,100", help="review budgets, percent of frames (default 0,2,5,10,20,50,100)")
     e.add_argument("--accept-score", type=float, default=0.3, help="auto-accepted pre-labels need this score (default 0.3)")
+    e.add_argument("--min-score", type=float, default=0.3, help="drop detections below this score first, as the "
+                                                                 "pipeline's model.score_threshold (default 0.3)")
     e.add_argument("--accept-raw", help="per-class accept scores for single-frame boxes, e.g. car=0.45,truck=0.45 "
                                         "(others: --accept-score)")
     e.add_argument("--accept-refined", help="per-class accept scores for refined boxes (same format)")

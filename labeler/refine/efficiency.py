@@ -46,6 +46,8 @@ STRATEGIES = ("random", "score_only", "all_signals")
 @dataclass(frozen=True)
 class BenchCfg:
     frame_step: int = 5                   # evaluation frames: every N-th (5: the pipeline's 2 Hz keyframes)
+    pred_min_score: float = 0.3           # detections below are dropped before anything else, as the pipeline's
+                                          # model.score_threshold does (pipelines/nightly.yaml: 0.3)
     accept_score: float = 0.3             # auto-accepted pre-labels need this score ...
     accept_raw: dict = field(default_factory=dict)      # ... or this per class (class -> score), single-frame boxes
     accept_refined: dict = field(default_factory=dict)  # ... and for refined boxes
@@ -279,6 +281,7 @@ def prepare_log(data: dict, refine: bool, cfg: BenchCfg, class_counts=None) -> t
     from labeler.refine.smoothing import refine_log
 
     preds = data["preds"]
+    preds = preds[preds["score"] >= cfg.pred_min_score].reset_index(drop=True)
     eval_ts = sorted(data["eval"])
     stopped = dict(zip(data["timestamps_ns"].tolist(), ego_stopped(data["timestamps_ns"], data["world_from_ego"]).tolist()))
     scfg = SignalCfg()

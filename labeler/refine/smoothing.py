@@ -56,7 +56,7 @@ class RefineCfg:
     min_hits: int = 3                  # a track with fewer detections ...
     strong_score: float = 0.6          # ... and no detection scoring at least this is dropped
     min_track_score: float = 0.12      # tracks scoring under this are dropped
-    static_max_disp_m: float = 1.0     # smoothed centre moves less than this over the track: static
+    static_max_disp_m: float = 1.0     # 80 % of the detections within this of the track's median centre: static
     moving_speed_mps: float = 1.5      # faster than this: heading = direction of motion
     yaw_window_s: float = 0.5          # circular moving average of heading (slow tracks)
     z_window_s: float = 0.9            # running median of z
@@ -65,6 +65,8 @@ class RefineCfg:
     extrapolate_s: float = 0.0         # extend moving tracks this long past both ends (source "extrapolated");
                                        # off: on held-out logs it only added false boxes
     extrapolated_score_factor: float = 0.5
+    max_shift_m: float = 1.0           # moving tracks: a smoothed centre further than this from its detection falls
+                                       # back to the detection (motion-model failure, not noise)
     detection_weight: float = 0.5      # box score = track_score^(1-a) * detection_score^a (0: track score only)
     nms_iou: float = 0.1               # per frame, a box overlapping a higher-scored box of the same class group by
                                        # more than this BEV IoU is a duplicate track's and dropped (1: keep all)
@@ -135,16 +137,16 @@ def circular_smooth(angles, window: int) -> np.ndarray:
     return np.arctan2(ss, cc)
 
 
-def robust_displacement(x, y, w) -> float:
-    """Distance between the weighted-median centres of the first and the second half of a track's detections
-    (robust to single outliers; 0 for one detection)."""
-    n = len(x)
-    if n < 2:
+def static_spread(x, y, w, q: float = 0.8) -> float:
+    """The ``q`` quantile of the detections' distances from their weighted-median centre. A track is static when
+    this is small: robust to a few outlier detections (up to 1 - q of them), but a car that waits and then drives
+    off is not static (comparing the medians of the first and second half called it static when it waited for
+    more than half of each half, and pinned its moving frames to the stop)."""
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    if len(x) < 2:
         return 0.0
-    h = n // 2
-    a = (weighted_quantile(x[:h], w[:h]), weighted_quantile(y[:h], w[:h]))
-    b = (weighted_quantile(x[n - h:], w[n - h:]), weighted_quantile(y[n - h:], w[n - h:]))
-    return float(np.hypot(a[0] - b[0], a[1] - b[1]))
+    cx, cy = weighted_quantile(x, w), weighted_quantile(y, w)
+    return float(np.quantile(np.hypot(x - cx, y - cy), q))
 
 
 def _running_median(v: np.ndarray, window: int) -> np.ndarray:
@@ -179,7 +181,7 @@ def refine_track(det: pd.DataFrame, grid_ns: np.ndarray, cfg: RefineCfg) -> tupl
     cat = vote_class(det["category"], w)
     states, _ = rts_smooth(g / 1e9, z_xy, rv, CLASS_ACCEL.get(cat, DEFAULT_ACCEL), cfg.track.init_speed_sigma)
     speed = np.hypot(states[:, 2], states[:, 3])
-    static = robust_displacement(det["wx"].to_numpy(), det["wy"].to_numpy(), w) < cfg.static_max_disp_m
+    static = static_spread(det["wx"].to_numpy(), det["wy"].to_numpy(), w) < cfg.static_max_disp_m
     raw_yaw = det["wyaw"].to_numpy(np.float64)
     yaw_full = np.full(n, np.nan)
     if static:
@@ -197,6 +199,12 @@ def refine_track(det: pd.DataFrame, grid_ns: np.ndarray, cfg: RefineCfg) -> tupl
         yaw_full[pos] = fixed
         sm = circular_smooth(yaw_full, _frames(cfg.yaw_window_s, dt_s))
         yaw_full = np.where(moving, motion, sm)
+        # a smoothed centre far from its own detection means the motion model failed there (a manoeuvre, or an
+        # identity switch): keep the detection's centre and heading at that frame
+        meas = det[["wx", "wy"]].to_numpy(np.float64)
+        far = np.hypot(*(states[pos, :2] - meas).T) > cfg.max_shift_m
+        states[pos[far], :2] = meas[far]
+        yaw_full[pos[far]] = fixed[far]
     z_full = np.full(n, np.nan)
     z_full[pos] = det["wz"].to_numpy(np.float64)
     z_full = pd.Series(z_full).interpolate(limit_direction="both").to_numpy()

@@ -88,3 +88,33 @@ def test_helpers():
     empty, raw = refine_log(pd.DataFrame(columns=["timestamp_ns", "object_id", "x", "y", "z", "l", "w", "h", "yaw", "category",
                                                   "score", "num_points"]), {T0: np.eye(4)}, log_id="L")
     assert empty.num_rows == 0 and raw.num_rows == 0
+
+
+def test_a_car_that_waits_then_drives_off_is_not_pinned_to_its_stop():
+    """2 keyframes arriving at 6 m/s, 8 waiting at a light, 2 driving off (2 Hz). Both halves of the track have
+    the same median (the stop), so a first-half/second-half median test called it static and pinned every frame to
+    the stop; a third of the detections are away from it, so the spread test does not."""
+    poses = {T0 + k * 500_000_000: pose_from_xyz_yaw(0, 0, 0, 0) for k in range(12)}
+    xs = [4.0, 7.0] + [10.0] * 8 + [13.0, 16.0]
+    preds = pd.DataFrame([{"timestamp_ns": T0 + k * 500_000_000, "object_id": f"p{k}", "x": x, "y": 2.0, "z": -1.0,
+                           "l": 4.5, "w": 1.9, "h": 1.6, "yaw": 0.0, "category": "car", "score": 0.8, "num_points": 60}
+                          for k, x in enumerate(xs)])
+    r = refine_log(preds, poses, log_id="L")[0].to_pandas().sort_values("timestamp_ns")
+    assert len(r) == 12
+    np.testing.assert_allclose(r["x"].to_numpy()[[0, 1, -2, -1]], [4.0, 7.0, 13.0, 16.0], atol=1.0)
+
+
+def test_duplicate_tracks_are_suppressed():
+    """The detector reports every car twice (a weaker copy 0.3 m off): two tracks; refinement keeps one box per
+    car per frame."""
+    poses = {T0 + k * 500_000_000: pose_from_xyz_yaw(0, 0, 0, 0) for k in range(6)}
+    rows = []
+    for k in range(6):
+        for j, (dx, s) in enumerate(((0.0, 0.8), (0.3, 0.4))):
+            rows.append({"timestamp_ns": T0 + k * 500_000_000, "object_id": f"p{k}{j}", "x": 15.0 + dx, "y": 4.0, "z": -1.0,
+                         "l": 4.5, "w": 1.9, "h": 1.6, "yaw": 0.0, "category": "car", "score": s, "num_points": 60})
+    preds = pd.DataFrame(rows)
+    kept = refine_log(preds, poses, log_id="L")[0].to_pandas()
+    assert len(kept) == 6 and kept["timestamp_ns"].is_unique
+    both = refine_log(preds, poses, cfg=RefineCfg(nms_iou=1.0), log_id="L")[0].to_pandas()
+    assert len(both) == 12 and both["track_id"].nunique() == 2
