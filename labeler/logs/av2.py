@@ -37,7 +37,8 @@ from labeler.errors import InputError
 from labeler.geometry.camera import CameraCalib
 from labeler.geometry.transforms import invert, quat_to_matrix, se3
 from labeler.logs.frame import Frame
-from labeler.logs.native import read_image
+from labeler.logs.images import LazyImages
+from labeler.logs.native import open_image_file
 
 FORMAT = "av2"
 LIDAR_DIR = "sensors/lidar"
@@ -138,13 +139,13 @@ class Av2SensorLog:
                 continue
             files[cam], cts[cam] = _url(self.path, CAMERA_DIR, cam, f"{t}.jpg"), t
             if with_images:
-                images[cam] = read_image(fs, posixpath.join(root, CAMERA_DIR, cam, f"{t}.jpg"), files[cam], ts)
+                images[cam] = open_image_file(fs, posixpath.join(root, CAMERA_DIR, cam, f"{t}.jpg"), files[cam], ts)
         gt = cats = tids = None
         if self.annotations is not None:
             gt, cats, tids = self.boxes_at(ts)
         return Frame(
             log_id=self.log_id, timestamp_ns=ts, frame_index=i, points=pts, lidar_file=self.lidar_file(i),
-            world_from_ego=self.world_from_ego[i], ego_from_lidar=self.ego_from_lidar, images=images,
+            world_from_ego=self.world_from_ego[i], ego_from_lidar=self.ego_from_lidar, images=LazyImages(images) if with_images else {},
             image_files=files, camera_timestamps_ns=cts, cameras=self.cameras,
             gt_boxes=gt, gt_categories=cats, gt_track_ids=tids,
         )

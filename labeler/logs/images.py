@@ -56,7 +56,7 @@ class EncodedImage:
         view: (h, <= HEALTH_WIDTH, 3) uint8 RGB health view.
     """
 
-    __slots__ = ("raw", "display", "frame", "size", "view", "_full")
+    __slots__ = ("_full", "display", "frame", "raw", "size", "view")
 
     def __init__(self, raw: bytes, display: str, frame: int | None, width: int = HEALTH_WIDTH):
         self.raw, self.display, self.frame = raw, display, frame

@@ -36,7 +36,8 @@ from labeler.geometry.boxes import wrap_angle
 from labeler.geometry.camera import CameraCalib
 from labeler.geometry.transforms import invert
 from labeler.logs.frame import Frame
-from labeler.logs.native import read_image
+from labeler.logs.images import LazyImages
+from labeler.logs.native import open_image_file
 
 FORMAT = "kitti"
 FRAME_PERIOD_NS = 100_000_000
@@ -221,7 +222,7 @@ class KittiObjectLog:
             ipath = posixpath.join(root, "image_2", f"{sid}.png")
             files[CAMERA] = self.image_file(i)
             if with_images:
-                images[CAMERA] = read_image(fs, ipath, files[CAMERA], ts)
+                images[CAMERA] = open_image_file(fs, ipath, files[CAMERA], ts)
                 h, w = images[CAMERA].shape[:2]
             else:
                 w, h = _image_size(fs, ipath, files[CAMERA], ts)
@@ -234,7 +235,7 @@ class KittiObjectLog:
             gt, cats = parse_labels(raw.decode("utf-8", "replace"), calib, disp, ts)
         return Frame(
             log_id=self.log_id, timestamp_ns=ts, frame_index=i, points=pts, lidar_file=self.lidar_file(i),
-            world_from_ego=self.world_from_ego[i], ego_from_lidar=self.ego_from_lidar, images=images,
+            world_from_ego=self.world_from_ego[i], ego_from_lidar=self.ego_from_lidar, images=LazyImages(images) if with_images else {},
             image_files=files, camera_timestamps_ns={c: ts for c in files}, cameras=cams,
             gt_boxes=gt, gt_categories=cats, gt_track_ids=None,
         )

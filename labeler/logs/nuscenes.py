@@ -38,7 +38,8 @@ from PIL import Image
 from labeler.errors import InputError
 from labeler.geometry.camera import CameraCalib
 from labeler.logs.frame import Frame
-from labeler.logs.native import read_image, read_points
+from labeler.logs.images import LazyImages
+from labeler.logs.native import open_image_file, read_points
 from labeler.logs.pcd import quarter_turn_z, turn_boxes, turn_for_forward, turn_points
 
 FORMAT = "nuscenes"
@@ -193,7 +194,7 @@ class NuScenesInfoLog:
             base = self.cameras.get(cam)
             w, h = (base.width, base.height) if base else NUSCENES_IMAGE_SIZE
             if with_images:
-                images[cam] = read_image(fs, ipath, files[cam], ts)
+                images[cam] = open_image_file(fs, ipath, files[cam], ts)
                 h, w = images[cam].shape[:2]
             cams[cam] = _camera(cam, im, w, h, self.path, ts, self.sensor_from_lidar)
         boxes, cats = _instances(s.get("instances", []), self.categories, self.path, ts)
@@ -202,7 +203,7 @@ class NuScenesInfoLog:
             log_id=self.log_id, timestamp_ns=ts, frame_index=i, points=pts, lidar_file=disp,
             world_from_ego=self.world_from_ego[i],
             ego_from_lidar=_mat(lp.get("lidar2ego"), (4, 4), self.path, "lidar2ego", ts) @ self.sensor_from_lidar,
-            images=images, image_files=files, camera_timestamps_ns=cts, cameras=cams,
+            images=LazyImages(images) if with_images else {}, image_files=files, camera_timestamps_ns=cts, cameras=cams,
             gt_boxes=boxes, gt_categories=cats, gt_track_ids=None,
         )
 

@@ -27,7 +27,8 @@ from labeler.geometry.boxes import wrap_angle
 from labeler.geometry.camera import CameraCalib
 from labeler.geometry.transforms import invert, quat_to_matrix, se3
 from labeler.logs.frame import Frame
-from labeler.logs.native import read_image
+from labeler.logs.images import LazyImages
+from labeler.logs.native import open_image_file
 from labeler.logs.nuscenes import NUSCENES_IMAGE_SIZE, read_bin_points
 from labeler.logs.pcd import quarter_turn_z, turn_for_forward, turn_points
 
@@ -127,7 +128,7 @@ class NuScenesTablesLog:
             cts[ch] = int(csd["timestamp"]) * 1000
             w, h = int(csd.get("width") or NUSCENES_IMAGE_SIZE[0]), int(csd.get("height") or NUSCENES_IMAGE_SIZE[1])
             if with_images:
-                images[ch] = read_image(fs, posixpath.join(root, csd["filename"]), files[ch], ts)
+                images[ch] = open_image_file(fs, posixpath.join(root, csd["filename"]), files[ch], ts)
                 h, w = images[ch].shape[:2]
             cams[ch] = self._camera(csd, i, w, h)
         lidar_from_world = invert(self.world_from_ego[i] @ self.ego_from_lidar)
@@ -143,7 +144,7 @@ class NuScenesTablesLog:
         b = np.asarray(boxes, dtype=np.float64).reshape(-1, 7)
         b[:, 6] = wrap_angle(b[:, 6])
         return Frame(log_id=self.log_id, timestamp_ns=ts, frame_index=i, points=pts, lidar_file=self.lidar_file(i),
-                     world_from_ego=self.world_from_ego[i], ego_from_lidar=self.ego_from_lidar, images=images,
+                     world_from_ego=self.world_from_ego[i], ego_from_lidar=self.ego_from_lidar, images=LazyImages(images) if with_images else {},
                      image_files=files, camera_timestamps_ns=cts, cameras=cams, gt_boxes=b,
                      gt_categories=np.array(cats, dtype=object), gt_track_ids=np.array(tids, dtype=object))
 

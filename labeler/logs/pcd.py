@@ -34,7 +34,8 @@ from labeler.errors import InputError
 from labeler.geometry.boxes import wrap_angle
 from labeler.geometry.camera import CameraCalib
 from labeler.logs.frame import Frame
-from labeler.logs.native import read_image
+from labeler.logs.images import LazyImages
+from labeler.logs.native import open_image_file
 
 FORMAT = "sustech"
 SUSTECH_LAYOUT = np.dtype({"names": ["x", "y", "z", "intensity", "timestamp", "ring"],
@@ -456,7 +457,7 @@ class SustechSequence:
             rel = f"camera/{cam}/{stem}{self.image_ext[cam]}"
             files[cam] = _url(self.path, rel)
             if with_images:
-                images[cam] = read_image(fs, posixpath.join(root, rel), files[cam], ts)
+                images[cam] = open_image_file(fs, posixpath.join(root, rel), files[cam], ts)
         gt = cats = tids = None
         lpath = posixpath.join(root, "label", f"{stem}.json")
         if fs.exists(lpath):
@@ -465,7 +466,7 @@ class SustechSequence:
             gt = turn_boxes(gt, self.turn)
         return Frame(
             log_id=self.log_id, timestamp_ns=ts, frame_index=i, points=pts, lidar_file=self.lidar_file(i),
-            world_from_ego=self.world_from_ego[i], ego_from_lidar=self.ego_from_lidar, images=images, image_files=files,
+            world_from_ego=self.world_from_ego[i], ego_from_lidar=self.ego_from_lidar, images=LazyImages(images) if with_images else {}, image_files=files,
             camera_timestamps_ns={c: ts for c in files}, cameras=dict(self.cameras),
             gt_boxes=gt, gt_categories=cats, gt_track_ids=tids,
         )

@@ -7,8 +7,8 @@ import pytest
 from PIL import Image
 
 from labeler.errors import InputError
-from labeler.logs.images import HEALTH_WIDTH, EncodedImage, LazyImages
 from labeler.geometry.camera import CameraCalib
+from labeler.logs.images import HEALTH_WIDTH, EncodedImage, LazyImages
 from labeler.logs.native import NativeLogWriter, load_frame, read_log_index
 from tests.logs.test_native import make_log
 
