@@ -6,7 +6,9 @@ Scheduler: a Dask ``LocalCluster`` with processes (what ``labeler run`` starts w
 driver (this process) runs ``run_pipeline(push=False)``, which starts ``--workers`` worker processes with one
 thread each. A psutil thread samples every 50 ms the RSS of the driver and of every child process (the workers).
 Reported per run: the driver's peak RSS and its growth over the RSS before the run, the heaviest worker's peak
-RSS and the peak of all workers together; then the 10N / N ratios (goal < 1.2x).
+RSS and the peak of all workers together (the resource tracker included, the worker fork server reported apart:
+it is started by the first run and reused by the later ones; forked workers share its pages, which RSS counts
+in each of them); then the 10N / N ratios (goal < 1.2x).
 
 The driver keeps the per-frame rows (frames + frame_scores) of the whole night; the last block measures what
 those rows cost as Python dicts (tracemalloc) and extrapolates to a large night.
@@ -36,6 +38,8 @@ class Sampler:
         self.driver_peak = 0
         self.worker_peak: dict[int, int] = {}
         self.workers_sum_peak = 0
+        self.server_peak = 0                # the worker fork server (labeler/pipeline/cluster.py), not a worker
+        self.kind: dict[int, str] = {}
         self._stop = threading.Event()
         self._t = threading.Thread(target=self._run, daemon=True)
 
@@ -47,7 +51,15 @@ class Sampler:
                 for c in self.me.children(recursive=True):
                     try:
                         rss = c.memory_info().rss
+                        if c.pid not in self.kind:  # a forked worker inherits the fork server's command line
+                            direct = c.ppid() == self.me.pid
+                            cmd = " ".join(c.cmdline())
+                            self.kind[c.pid] = ("server" if direct and "forkserver" in cmd else
+                                                "tracker" if direct and "resource_tracker" in cmd else "worker")
                     except psutil.Error:
+                        continue
+                    if self.kind[c.pid] == "server":
+                        self.server_peak = max(self.server_peak, rss)
                         continue
                     total += rss
                     self.worker_peak[c.pid] = max(self.worker_peak.get(c.pid, 0), rss)
@@ -118,7 +130,8 @@ def main() -> None:
             res[name] = (summary.frames_in, s.driver_peak, s.driver_peak - base, heaviest, s.workers_sum_peak)
             print(f"{name:>3}: {summary.logs:2d} logs {summary.frames_in:5d} frames {wall:6.1f} s | driver peak {s.driver_peak / MB:7.1f} MiB "
                   f"(+{(s.driver_peak - base) / MB:6.1f} over start) | heaviest worker {heaviest / MB:7.1f} MiB | "
-                  f"all workers {s.workers_sum_peak / MB:7.1f} MiB ({len(s.worker_peak)} child processes)")
+                  f"all workers {s.workers_sum_peak / MB:7.1f} MiB ({len(s.worker_peak)} child processes) | "
+                  f"fork server {s.server_peak / MB:6.1f} MiB")
             if name == "10N":
                 per_frame, nrows = row_cost(run_dir)
     fb, db, gb, wb, sb = res["10N"]

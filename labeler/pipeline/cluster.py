@@ -81,3 +81,26 @@ def local_cluster_settings(model: str | None = None) -> Iterator[str]:
     with dask.config.set({"distributed.scheduler.worker-saturation": WORKER_SATURATION}), \
             forked_workers(model) as method:
         yield method
+
+
+def submission_order(chunks: list, workers: int) -> list:
+    """The chunks (``steps.Chunk``, grouped by log in log order) in the order to submit them: logs in groups of
+    ``workers`` (the first group takes the remainder), and within a group chunk 0 of every log, then chunk 1,
+    and so on.
+
+    A log's refinement needs all of its chunks. Submitted log by log, the workers share the last log's chunks
+    and then one of them refines it alone while the others idle (measured: 1.6 s of a 12 s night on 2 workers);
+    submitted in groups, the logs of a group finish together and their refinements run side by side.
+    """
+    by_log: dict[str, list] = {}
+    for c in chunks:
+        by_log.setdefault(c.log_id, []).append(c)
+    logs = list(by_log.values())
+    w = max(1, workers)
+    first = len(logs) % w or w  # the short group (if any) first: the last group is a full one
+    groups = [logs[:first]] + [logs[g:g + w] for g in range(first, len(logs), w)]
+    out = []
+    for group in groups:
+        for k in range(max((len(cs) for cs in group), default=0)):
+            out += [cs[k] for cs in group if k < len(cs)]
+    return out

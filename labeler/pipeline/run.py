@@ -23,6 +23,7 @@ from labeler.errors import ConfigError, StudioError
 from labeler.io.tables import reset_run_dir, write_part, write_run_record
 from labeler.logs.registry import find_logs
 from labeler.pipeline import logstep, steps
+from labeler.pipeline.cluster import submission_order
 from labeler.pipeline.config import PipelineConfig
 from labeler.pipeline.selection import select_frames
 from labeler.schemas import FRAME_SCORES, FRAMES, QUARANTINE, REVIEW_TASKS, to_table
@@ -189,6 +190,7 @@ def run_pipeline(cfg: PipelineConfig, progress: bool = True, push: bool = True, 
             for k, s in enumerate(range(0, info.num_frames, n)):
                 chunks.append(steps.Chunk(info.log_path, info.format, info.log_id, k, s, min(s + n, info.num_frames)))
         summary.frames_in = sum(i.num_frames for i in infos)
+        chunks = submission_order(chunks, sum(client.nthreads().values()))  # logs finish in groups (cluster.py)
         futs = client.map(steps.process_chunk, chunks, run_id=run_id, run_dir=run_dir, pipeline_version=pipeline_version,
                           fcfg=cfg.filter, mcfg=cfg.model, scfg=cfg.scoring, sigcfg=cfg.signals, pure=False)
         # one refine + signals task per log, started as soon as that log's chunks are done (futures as arguments)
