@@ -104,6 +104,14 @@ FRAME_SCORES = TableSpec(
     "One row per kept frame: confidence, review priority, the corner-case reasons, and the decision.",
 )
 
+CONTEXT_3D = TableSpec(
+    "context_3d",
+    PREDICTIONS_3D.schema,
+    ("log_id", "timestamp_ns", "object_id"),
+    "Detections on frames dropped only for the keyframe rate, run as tracking context for refinement "
+    "(refine.context_hz); refinement input, never labels (their frames are filtered, see frames).",
+)
+
 _BOX = (("x", pa.float64(), False), ("y", pa.float64(), False), ("z", pa.float64(), False),
         ("l", pa.float64(), False), ("w", pa.float64(), False), ("h", pa.float64(), False),
         ("yaw", pa.float64(), False))
@@ -166,7 +174,7 @@ REVIEW_TASKS = TableSpec(
 )
 
 TABLES: dict[str, TableSpec] = {t.name: t for t in (FRAMES, QUARANTINE, PREDICTIONS_3D, BOXES_2D, FRAME_SCORES, REVIEW_TASKS,
-                                                    REFINED_3D, TRACKS_3D, ACCEPTED_3D)}
+                                                    REFINED_3D, TRACKS_3D, ACCEPTED_3D, CONTEXT_3D)}
 
 
 def to_table(spec: TableSpec, rows: list[dict] | dict[str, list]) -> pa.Table:

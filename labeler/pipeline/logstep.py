@@ -17,13 +17,14 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute  # noqa: F401  (pa.compute)
 
 from labeler.geometry.boxes import BOX_COLUMNS
 from labeler.io.tables import write_part
 from labeler.pipeline.config import SelectionCfg
 from labeler.refine.signals import SignalCfg, frame_signals, track_flicker
 from labeler.refine.smoothing import RefineCfg, refine_log
-from labeler.schemas import ACCEPTED_3D, PREDICTIONS_3D, REFINED_3D, TRACKS_3D, to_table
+from labeler.schemas import ACCEPTED_3D, CONTEXT_3D, PREDICTIONS_3D, REFINED_3D, TRACKS_3D, to_table
 
 
 @dataclass
@@ -44,11 +45,11 @@ def _accept_mask(df: pd.DataFrame, scfg: SelectionCfg) -> np.ndarray:
     return df["score"].to_numpy(np.float64) >= thr
 
 
-def read_log_predictions(run_dir: str, parts: list[str]) -> pd.DataFrame:
-    """The predictions_3d rows of one log (its chunks' parts)."""
+def read_log_predictions(run_dir: str, parts: list[str], table: str = PREDICTIONS_3D.name) -> pd.DataFrame:
+    """The predictions_3d (or context_3d) rows of one log (its chunks' parts)."""
     from labeler.pipeline.steps import _read_part
 
-    tables = [_read_part(run_dir, PREDICTIONS_3D.name, p) for p in parts]
+    tables = [_read_part(run_dir, table, p) for p in parts]
     return pa.concat_tables(tables).to_pandas() if tables else PREDICTIONS_3D.schema.empty_table().to_pandas()
 
 
@@ -69,10 +70,19 @@ def refine_and_score_log(results: list, run_id: str, run_dir: str, rcfg: RefineC
     out = LogSignals(log_id, "refined" if refine else "raw")
     if refine:
         poses = {t: np.asarray(inputs[t]["world_from_lidar"], dtype=np.float64) for t in times.tolist()}
-        refined, raw = refine_log(preds, poses, times, cfg=rcfg, log_id=log_id)
+        ctx_poses = {int(t): np.asarray(T, dtype=np.float64) for r in results for t, T in r.context_poses.items()}
+        ctx = read_log_predictions(run_dir, [r.chunk.part for r in results], CONTEXT_3D.name) if ctx_poses else preds.iloc[:0]
+        inp = pd.concat([preds, ctx], ignore_index=True) if len(ctx) else preds
+        refined, raw = refine_log(inp, {**ctx_poses, **poses}, np.array(sorted(set(times.tolist()) | set(ctx_poses))),
+                                  cfg=rcfg, log_id=log_id)
+        if ctx_poses:  # refined boxes and raw rows of the kept frames only (context frames are not labelled)
+            keyframes = pa.array(times)
+            refined = refined.filter(pa.compute.is_in(refined.column("timestamp_ns"), value_set=keyframes))
         labels = refined.to_pandas()
         raw = raw.to_pandas()
         flick = track_flicker(raw, sigcfg.min_hits)
+        on_key = raw["timestamp_ns"].isin(set(times.tolist())).to_numpy()
+        raw, flick, inp = raw[on_key], flick[on_key], inp[on_key]
         write_part(run_dir, REFINED_3D, to_table(REFINED_3D, {
             **{c: refined.column(c).to_pylist() for c in REFINED_SCHEMA_COLUMNS},
             "run_id": [run_id] * len(labels), "model_version": [model_version] * len(labels)}), log_id)
@@ -84,7 +94,7 @@ def refine_and_score_log(results: list, run_id: str, run_dir: str, rcfg: RefineC
             "short_track": flick["short_track"].tolist(), "class_switch": flick["class_switch"].tolist(),
             "model_version": [model_version] * len(raw)}), log_id)
         raw = pd.concat([raw, flick], axis=1)
-        raw["uncertainty"] = preds["uncertainty"].to_numpy(np.float64) if len(preds) else np.zeros(0)
+        raw["uncertainty"] = inp["uncertainty"].to_numpy(np.float64) if len(inp) else np.zeros(0)
         out.num_refined, out.num_tracks = len(labels), int(labels["track_id"].nunique()) if len(labels) else 0
     else:
         labels, raw = preds, preds

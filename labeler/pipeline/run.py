@@ -192,7 +192,8 @@ def run_pipeline(cfg: PipelineConfig, progress: bool = True, push: bool = True, 
         summary.frames_in = sum(i.num_frames for i in infos)
         chunks = submission_order(chunks, sum(client.nthreads().values()))  # logs finish in groups (cluster.py)
         futs = client.map(steps.process_chunk, chunks, run_id=run_id, run_dir=run_dir, pipeline_version=pipeline_version,
-                          fcfg=cfg.filter, mcfg=cfg.model, scfg=cfg.scoring, sigcfg=cfg.signals, pure=False)
+                          fcfg=cfg.filter, mcfg=cfg.model, scfg=cfg.scoring, sigcfg=cfg.signals,
+                          context_hz=cfg.refine.context_hz if cfg.refine.enabled else 0.0, pure=False)
         # one refine + signals task per log, started as soon as that log's chunks are done (futures as arguments)
         by_log = defaultdict(list)
         for ch, fut in zip(chunks, futs):

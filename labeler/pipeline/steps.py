@@ -33,7 +33,7 @@ from labeler.pipeline.rules import compile_rules
 from labeler.pipeline.config import FilterCfg, ModelCfg, RenderCfg, ScoringCfg
 from labeler.pipeline.scoring import score_frame
 from labeler.refine.signals import SignalCfg
-from labeler.schemas import BOXES_2D, PREDICTIONS_3D, REFINED_3D, to_table
+from labeler.schemas import BOXES_2D, CONTEXT_3D, PREDICTIONS_3D, REFINED_3D, to_table
 
 
 @dataclass(frozen=True)
@@ -71,6 +71,7 @@ class ChunkResult:
     # above-ground clusters ((K, 6) list, see labeler.refine.signals.above_ground_clusters), ego speed
     signal_inputs: list[dict] = field(default_factory=list)
     poses_known: bool = True      # the log has ego poses and is a time sequence (refinement needs both)
+    context_poses: dict = field(default_factory=dict)  # timestamp_ns -> world_from_lidar of tracking-context frames
 
 
 def _count_lidar_files(log_path: str) -> int:
@@ -121,9 +122,12 @@ def get_model(cfg: ModelCfg):
 
 
 def process_chunk(chunk: Chunk, run_id: str, run_dir: str, pipeline_version: str, fcfg: FilterCfg,
-                  mcfg: ModelCfg, scfg: ScoringCfg, sigcfg: SignalCfg = SignalCfg()) -> ChunkResult:
+                  mcfg: ModelCfg, scfg: ScoringCfg, sigcfg: SignalCfg = SignalCfg(), context_hz: float = 0.0) -> ChunkResult:
     """Ingest, filter, pre-label, project and score frames [start, stop) of one log; also the per-frame inputs
-    of the log-level signals that need the points (above-ground clusters), since the points live only here."""
+    of the log-level signals that need the points (above-ground clusters), since the points live only here.
+
+    ``context_hz`` > 0: frames dropped only for the keyframe rate also go through the detector (at most that rate)
+    and their boxes are written to ``context_3d``: tracking context for refinement, not labels."""
     from labeler.refine.signals import above_ground_clusters
 
     idx = _index(chunk.log_path, chunk.format)
@@ -137,6 +141,10 @@ def process_chunk(chunk: Chunk, run_id: str, run_dir: str, pipeline_version: str
     res = ChunkResult(chunk, model_version=model.version,
                       poses_known=poses_known and bool(getattr(idx, "sequential", True)))
     kept = []  # (frame, flags)
+    context: list = []  # frames run through the detector only as tracking context
+    ctx_rows: list[dict] = []
+    period_ns = int(1e9 / context_hz) if context_hz > 0 else None
+    last_used = None
     for i in range(chunk.start, chunk.stop):
         ts = int(idx.timestamps_ns[i])
         try:
@@ -172,6 +180,16 @@ def process_chunk(chunk: Chunk, run_id: str, run_dir: str, pipeline_version: str
         res.frames.append(row)
         if drop is None:
             kept.append((frame, flags + cam_flags, row))
+            last_used = ts
+        elif (period_ns and drop == filters.DROP_NOT_KEYFRAME
+              and (last_used is None or ts - last_used >= 0.9 * period_ns)):
+            context.append(frame)
+            last_used = ts
+            if len(context) >= max(1, mcfg.batch_frames):
+                ctx_rows += _context_rows(model, context, run_id, mcfg, res)
+                context = []
+    if context:
+        ctx_rows += _context_rows(model, context, run_id, mcfg, res)
     preds, b2d = [], []
     for s in range(0, len(kept), max(1, mcfg.batch_frames)):
         batch = kept[s : s + mcfg.batch_frames]
@@ -213,9 +231,30 @@ def process_chunk(chunk: Chunk, run_id: str, run_dir: str, pipeline_version: str
                                "confidence": fs_.confidence, "priority": fs_.priority, "reasons": fs_.reasons,
                                "num_boxes": int(len(boxes)), "decision": "pending", "model_version": model.version})
     write_part(run_dir, PREDICTIONS_3D, to_table(PREDICTIONS_3D, preds), chunk.part)
+    write_part(run_dir, CONTEXT_3D, to_table(CONTEXT_3D, ctx_rows), chunk.part)
     write_part(run_dir, BOXES_2D, to_table(BOXES_2D, b2d), chunk.part)
     res.num_predictions = len(preds)
     return res
+
+
+def _context_rows(model, frames: list, run_id: str, mcfg: ModelCfg, res: ChunkResult) -> list[dict]:
+    """Detections of tracking-context frames as context_3d rows; their poses go to ``res.context_poses``."""
+    try:
+        dets = model.predict(frames)
+    except LabelerError as e:
+        raise LabelerError(f"model {mcfg.name} failed on log {frames[0].log_id}: {e}") from e
+    rows = []
+    for frame, det in zip(frames, dets):
+        res.context_poses[int(frame.timestamp_ns)] = np.asarray(frame.world_from_lidar, dtype=np.float64).tolist()
+        unc = getattr(det, "uncertainty", None)
+        for k in np.nonzero(np.asarray(det.scores) >= mcfg.score_threshold)[0]:
+            b = np.asarray(det.boxes)[k]
+            rows.append({"log_id": frame.log_id, "timestamp_ns": int(frame.timestamp_ns), "object_id": f"p{k:03d}",
+                         "run_id": run_id, **dict(zip(("x", "y", "z", "l", "w", "h", "yaw"), map(float, b))),
+                         "category": str(det.categories[k]), "score": float(det.scores[k]),
+                         "num_points": int(det.num_points[k]), "uncertainty": None if unc is None else float(unc[k]),
+                         "model_name": model.name, "model_version": model.version})
+    return rows
 
 
 def prepare_review(chunk: Chunk, timestamps_ns: list[int], priorities: list[float], reasons: list[list[str]],

@@ -51,6 +51,8 @@ class RefineCfg:
     Defaults chosen on held-out logs 000-001 (docs/refinement.md)."""
 
     enabled: bool = True               # pipeline: refine each log after all its chunks (False: raw boxes only)
+    context_hz: float = 0.0            # pipeline: also run the detector on frames dropped only for the keyframe rate,
+                                       # up to this rate, as tracking context (context_3d; 0: keyframes only)
     track: TrackCfg = field(default_factory=TrackCfg)
     max_gap_s: float = 1.05            # fill a gap when the detections on both sides are at most this far apart
     min_hits: int = 3                  # a track with fewer detections ...

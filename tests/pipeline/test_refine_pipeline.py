@@ -103,3 +103,30 @@ def test_auto_accepted_frames_keep_provenance(refined_run):
     rec = read_run_record(run)
     assert rec["config"]["refine"]["enabled"] is True and set(rec["labels_source"].values()) == {"refined"}
     assert a["model_version"].str.startswith(cfg.model.name).all()
+
+
+def test_context_frames_feed_refinement_but_are_never_labels(tmp_path):
+    """refine.context_hz 10: the frames dropped only for the 2 Hz keyframe rate also go through the detector
+    (context_3d); refined boxes, signals and decisions exist only for kept frames."""
+    from labeler.simulate import SimConfig, simulate_logs
+
+    sim = SimConfig(duration_s=3.0, azimuth_res_deg=0.4, cameras=("front",), image_width=160, image_height=90)
+    simulate_logs(str(tmp_path / "logs"), num_logs=1, seed=5, cfg=sim, workers=1, progress=False)
+    cfg = load_config(REPO / "pipelines" / "nightly.yaml", {
+        "night": "ctx", "simulate.enabled": False, "dask.n_workers": 1, "refine.context_hz": 10.0,
+        "signals.above_ground_clusters": False}).resolved(str(tmp_path))
+    s = run_pipeline(cfg, progress=False, push=False)
+    run = cfg.output_dir
+    frames = read_table(run, "frames").to_pandas()
+    ctx = read_table(run, "context_3d").to_pandas()
+    ref = read_table(run, "refined_3d").to_pandas()
+    kept = frames[frames.outcome != "filtered"]
+    assert s.reconciles and len(kept) < len(frames)
+    not_key = set(frames.loc[frames.filter_reason == "not_keyframe", "timestamp_ns"])
+    assert len(ctx) > 0 and set(ctx.timestamp_ns) <= not_key and len(set(ctx.timestamp_ns)) > len(kept)
+    assert set(ref.timestamp_ns) <= set(kept.timestamp_ns)
+    trk = read_table(run, "tracks_3d").to_pandas()
+    raw = read_table(run, "predictions_3d").to_pandas()
+    assert len(trk) == len(raw) and set(trk.timestamp_ns) <= set(kept.timestamp_ns)
+    det = ref[ref.source == "detected"]
+    assert set(zip(det.timestamp_ns, det.raw_object_id)) <= set(zip(raw.timestamp_ns, raw.object_id))
