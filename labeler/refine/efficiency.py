@@ -2,8 +2,10 @@
 
 Protocol (documented in docs/refinement.md):
 
-* held-out simulated logs with ground truth; the detector runs on every frame (10 Hz, the tracker needs them);
-  the *evaluation frames* are every ``frame_step``-th frame;
+* held-out simulated logs with ground truth; the detector runs on every frame once (cached, keyed on the model
+  version); detections under ``pred_min_score`` are dropped (the pipeline's ``model.score_threshold``); the
+  *evaluation frames* are every ``frame_step``-th frame (the pipeline's keyframes); refinement sees every
+  ``refine_step``-th frame's detections (1: keyframes + 10 Hz context as in pipelines/nightly.yaml);
 * each strategy orders the evaluation frames for review and a budget (fraction of evaluation frames) is sent
   to review; the reviewer is simulated by the ground truth: a reviewed frame ends exactly right, an auto-accepted
   frame keeps its pre-labels (boxes with score >= ``accept_score``);
