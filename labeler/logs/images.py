@@ -30,19 +30,25 @@ HEALTH_WIDTH = 320
 """Width (px) of the view the camera health checks look at (``filters.sharpness`` and image means)."""
 
 
-def health_view(img: Image.Image, width: int = HEALTH_WIDTH) -> np.ndarray:
-    """(h, ``width``, 3) uint8 RGB: ``img`` reduced by an integer factor (box filter) then resized to ``width``.
+def health_view_image(img: Image.Image, width: int = HEALTH_WIDTH) -> Image.Image:
+    """``img`` in RGB, reduced by an integer factor (box filter) then resized to ``width`` px wide.
 
     Images narrower than ``width`` are returned as they are (no up-scaling).
     """
-    img = img.convert("RGB")
+    if img.mode != "RGB":
+        img = img.convert("RGB")
     if img.width > width:
         f = img.width // width
         if f > 1:
             img = img.reduce(f)
         if img.width != width:
             img = img.resize((width, max(1, round(img.height * width / img.width))), Image.BILINEAR)
-    return np.asarray(img)
+    return img
+
+
+def health_view(img: Image.Image, width: int = HEALTH_WIDTH) -> np.ndarray:
+    """(h, ``width``, 3) uint8 RGB array of :func:`health_view_image`."""
+    return np.asarray(health_view_image(img, width))
 
 
 class EncodedImage:
@@ -56,7 +62,7 @@ class EncodedImage:
         view: (h, <= HEALTH_WIDTH, 3) uint8 RGB health view.
     """
 
-    __slots__ = ("_full", "display", "frame", "raw", "size", "view")
+    __slots__ = ("_full", "_view_image", "display", "frame", "raw", "size", "view")
 
     def __init__(self, raw: bytes, display: str, frame: int | None, width: int = HEALTH_WIDTH):
         self.raw, self.display, self.frame = raw, display, frame
@@ -72,7 +78,12 @@ class EncodedImage:
                 self._full = np.asarray(img.convert("RGB"))
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
             raise InputError(display, "corrupt_image", f"cannot decode image ({e})", frame) from None
-        self.view = health_view(img, width)
+        self._view_image = health_view_image(img, width)  # kept for grey_view (no array -> image round trip)
+        self.view = np.asarray(self._view_image)
+
+    def grey_view(self) -> np.ndarray:
+        """(h, <= HEALTH_WIDTH) uint8 grey (PIL "L" weights) of :attr:`view`."""
+        return np.asarray(self._view_image.convert("L"))
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -141,6 +152,16 @@ class LazyImages(Mapping):
                 out[cam] = v.view
             else:
                 out[cam] = health_view(Image.fromarray(self[cam]), width)
+        return out
+
+    def health_greys(self, width: int = HEALTH_WIDTH) -> dict[str, np.ndarray]:
+        """camera -> the grey of :meth:`health_views` (for the sharpness check)."""
+        out = {}
+        for cam, v in self._images.items():
+            if isinstance(v, EncodedImage) and v.view.shape[1] == min(width, v.size[0]):
+                out[cam] = v.grey_view()
+            else:
+                out[cam] = np.asarray(Image.fromarray(self.health_views(width)[cam]).convert("L"))
         return out
 
     def num_decoded(self) -> int:

@@ -85,14 +85,15 @@ def camera_health(images: Mapping[str, np.ndarray], lidar_ts_ns: int, camera_ts_
     """
     flags = []
     views = health_views(images)
+    greys = images.health_greys() if isinstance(images, LazyImages) else views
     means = means if means is not None else image_means(views)
-    for cam, img in sorted(views.items()):
+    for cam in sorted(views):
         m = means[cam]
         if m < cfg.camera_black_mean:
             flags.append(f"{FLAG_CAMERA_BLACK}:{cam}")
         elif m > cfg.camera_overexposed_mean:
             flags.append(f"{FLAG_CAMERA_OVEREXPOSED}:{cam}")
-        elif sharpness(img) < cfg.camera_blur_var:
+        elif sharpness(greys[cam]) < cfg.camera_blur_var:
             flags.append(f"{FLAG_CAMERA_BLURRED}:{cam}")
         ct = camera_ts_ns.get(cam, -1)
         if ct >= 0 and abs(ct - lidar_ts_ns) / 1e6 > cfg.max_camera_skew_ms:
@@ -103,11 +104,16 @@ def camera_health(images: Mapping[str, np.ndarray], lidar_ts_ns: int, camera_ts_
 def sharpness(img: np.ndarray, width: int = HEALTH_WIDTH) -> float:
     """Variance of the Laplacian of the grey image at ``width`` px wide: low = blurred or featureless.
 
-    A wider image is first reduced by an integer factor (box filter, like a JPEG's reduced decoding), then
-    resized to ``width``; a narrower one is scaled up. A :class:`LazyImages` view already has ``width``.
+    ``img``: (H, W, 3) RGB or (H, W) grey uint8. A wider image is first reduced by an integer factor (box
+    filter, like a JPEG's reduced decoding), then resized to ``width``; a narrower one is scaled up. The grey
+    view of a :class:`LazyImages` image (``health_greys``) is used as it is.
     """
     from PIL import Image
 
+    if img.ndim == 2 and img.shape[1] == width and img.dtype == np.uint8:  # already the grey view
+        g = img.astype(np.float32)
+        lap = -4 * g[1:-1, 1:-1] + g[:-2, 1:-1] + g[2:, 1:-1] + g[1:-1, :-2] + g[1:-1, 2:]
+        return float(lap.var())
     p = Image.fromarray(img)
     if p.width > width:
         p = Image.fromarray(health_view(p, width))
@@ -121,7 +127,15 @@ def sharpness(img: np.ndarray, width: int = HEALTH_WIDTH) -> float:
 
 def image_means(images: Mapping[str, np.ndarray]) -> dict[str, float]:
     """Mean brightness (0-255) of each camera image (of its reduced view for a :class:`LazyImages`)."""
-    return {cam: float(img.mean()) if img.size else 0.0 for cam, img in health_views(images).items()}
+    return {cam: _mean(img) for cam, img in health_views(images).items()}
+
+
+def _mean(img: np.ndarray) -> float:
+    if not img.size:
+        return 0.0
+    if img.dtype == np.uint8 and img.size < 2 ** 24 and img.flags.c_contiguous:  # exact integer sum, one pass
+        return int(np.add.reduce(img.reshape(-1), dtype=np.uint32)) / img.size
+    return float(img.mean())
 
 
 def scenario_tags(images: Mapping[str, np.ndarray], speed_mps: float, cfg: FilterCfg,
