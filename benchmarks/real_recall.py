@@ -1,6 +1,8 @@
 """Car recall at BEV IoU >= 0.5 of each detector on the real samples, through the nightly pipeline's code path.
 
     .venv/bin/python benchmarks/real_recall.py [--real ../shared/data/real] [--models bev,geometric]
+    .venv/bin/python benchmarks/real_recall.py --models bev@old.pt,bev,bev+fit,geometric
+        # bev@FILE: that BEV checkpoint; bev+fit: with model.fit_points (boxes snapped onto their points)
 
 Runs `run_pipeline` (push off, every frame kept) on each real sample folder with each model, then matches the
 run's predictions_3d against the folder's ground truth (labeler.eval.groundtruth.gt_table) with
@@ -29,7 +31,7 @@ SAMPLES = {"nuScenes": "nuscenes_keyframe", "KITTI": "kitti_object/training", "S
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--real", default=str(Path(__file__).resolve().parents[1] / "../shared/data/real"), help="real samples root")
-    p.add_argument("--models", default="bev,geometric", help="comma-separated model specs")
+    p.add_argument("--models", default="bev,geometric", help="comma-separated model specs; bev@FILE runs the BEV detector with that checkpoint, bev+fit with fit_points")
     p.add_argument("--iou", type=float, default=0.5, help="BEV IoU threshold (default 0.5)")
     p.add_argument("--bev-weights", default=None, help="BEV checkpoint to use for the `bev` model (default: models/bev_small.pt)")
     a = p.parse_args(argv)
@@ -42,11 +44,15 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for name, rel in SAMPLES.items():
             row, ngt = [], 0
-            for model in a.models.split(","):
-                cfg = load_config(None, {"night": f"{name}-{model}", "input.logs": str(root / rel), "model.name": model,
+            for col, spec in enumerate(a.models.split(",")):
+                model, _, weights = spec.partition("@")
+                model, fit = (model[:-4], True) if model.endswith("+fit") else (model, False)
+                weights = weights or (a.bev_weights if model == "bev" else None)
+                cfg = load_config(None, {"night": f"{name}-{model}-{col}", "input.logs": str(root / rel), "model.name": model,
                                          "simulate.enabled": False, "dask.n_workers": 1, "filter.min_points": 1000,
                                          "filter.keyframe_hz": 100.0, "filter.stationary_speed_mps": 0.0,
-                                         **({"model.checkpoint": a.bev_weights} if model == "bev" and a.bev_weights else {})}).resolved(tmp)
+                                         **({"model.checkpoint": weights} if weights else {}),
+                                         **({"model.fit_points": True} if fit else {})}).resolved(tmp)
                 run_pipeline(cfg, progress=False, push=False)
                 rec = read_run_record(cfg.output_dir)
                 preds = read_table(cfg.output_dir, "predictions_3d")

@@ -24,10 +24,10 @@ MODELS: dict[str, Callable[..., Detector]] = {
 }
 # options the pipeline passes to every model (config `model.*`); each model takes only those listed for it in
 # MODEL_OPTIONS (None values are never passed). Any other keyword goes to the constructor unchanged.
-PIPELINE_OPTIONS = frozenset({"checkpoint", "trusted", "device", "score_threshold", "weights", "tta", "threads"})
+PIPELINE_OPTIONS = frozenset({"checkpoint", "trusted", "device", "score_threshold", "weights", "tta", "threads", "fit_points"})
 MODEL_OPTIONS: dict[str, tuple[str, ...]] = {
     "geometric": (),
-    "bev": ("weights", "device", "score_threshold", "tta", "threads"),
+    "bev": ("weights", "device", "score_threshold", "tta", "threads", "fit_points"),
     "mmdet3d": ("checkpoint", "trusted", "device", "score_threshold"),
 }
 

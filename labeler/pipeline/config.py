@@ -69,6 +69,7 @@ class ModelCfg:
     device: str = "cpu"           # cpu | cuda
     threads: int = 1              # torch threads per Dask worker (1 avoids oversubscribing cores shared by workers)
     tta: bool = False             # test-time augmentation (models that support it, e.g. bev): per-box uncertainty
+    fit_points: bool = False      # bev: snap vehicle boxes onto their points' outline (geometric 2nd stage, ~2x CPU)
     batch_frames: int = 8
     score_threshold: float = 0.1  # boxes below are not pre-labels
 

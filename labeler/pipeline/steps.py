@@ -117,7 +117,7 @@ def get_model(cfg: ModelCfg):
 
         _MODEL_CACHE[key] = load_model(cfg.name, checkpoint=cfg.checkpoint, trusted=cfg.trusted, device=cfg.device,
                                        score_threshold=cfg.score_threshold, tta=cfg.tta or None,
-                                       threads=cfg.threads)
+                                       threads=cfg.threads, fit_points=cfg.fit_points or None)
     return _MODEL_CACHE[key]
 
 

@@ -163,3 +163,22 @@ def test_copy_paste_bank_places_objects_without_overlap_at_the_right_height():
         assert inside.sum() >= 790  # the bus's points came with it (and the road inside its box went)
         assert np.all(out.points[inside, 3] >= 0.5)
     assert pasted >= 10
+
+
+def test_fit_boxes_snaps_vehicles_onto_the_geometric_box_of_the_same_object():
+    from labeler.models.bev.fit import fit_boxes
+
+    net = np.array([[10.8, 0.5, -1.0, 4.2, 1.8, 1.5, 0.35],     # a car, 0.9 m off and 0.35 rad skewed
+                    [30.0, 5.0, -1.0, 4.5, 1.9, 1.6, 0.0],      # a car with no geometric box nearby: kept
+                    [-8.0, 2.0, -1.0, 0.6, 0.6, 1.7, 0.0],      # a pedestrian: never fitted
+                    [0.0, -12.0, -1.0, 4.4, 1.9, 1.5, 0.0]])    # a car over a cluster of two cars: size gate
+    cats = np.array(["car", "car", "pedestrian", "car"], dtype=object)
+    geo = np.array([[10.0, 0.2, -0.9, 4.6, 1.9, 1.55, 0.05 - np.pi],  # same object, heading axis only
+                    [-8.1, 2.0, -1.0, 0.7, 0.7, 1.7, 0.0],
+                    [0.9, -12.0, -1.0, 9.6, 2.0, 1.5, 0.0]])
+    gcat = np.array(["car", "car", "car"], dtype=object)
+    out, fitted = fit_boxes(net, cats, geo, gcat)
+    assert fitted.tolist() == [True, False, False, False]
+    assert np.allclose(out[0, :6], geo[0, :6])
+    assert np.isclose(out[0, 6], 0.05)  # the geometric axis, turned to the network's direction
+    assert np.allclose(out[1:], net[1:])

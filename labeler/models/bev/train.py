@@ -282,6 +282,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="'+'-separated LiDAR profiles the training logs draw from (labeler.simulate.lidar.PROFILES); '' = the default HDL-32E")
     p.add_argument("--extra-logs", default=",".join(d.extra_logs),
                    help="comma-separated extra training sets FOLDER:SEED:NUM:DURATION[:PROFILE+..] (simulated when missing); '' = none")
+    p.add_argument("--legacy-features", action="store_true",
+                   help="train on the 0.1 model's raw features (LiDAR-frame heights over [-3, 3) m, raw intensity) instead of "
+                        "heights above the ground map and intensity ranks (reproduces the first two stages of models/bev_small.md)")
     p.add_argument("--paste", type=int, default=d.paste, help="copy-paste up to this many rare objects into each training sweep (0: off)")
     p.add_argument("--paste-classes", default=",".join(d.paste_classes), help="comma-separated classes of the copy-paste bank")
     p.add_argument("--frame-step", type=int, default=d.frame_step, help="train on every n-th frame")
@@ -310,6 +313,7 @@ def main(argv: list[str] | None = None) -> int:
                       lidar_profiles=tuple(x for x in a.lidar_profiles.split("+") if x),
                       extra_logs=tuple(x for x in a.extra_logs.split(",") if x), paste=a.paste,
                       paste_classes=tuple(c for c in a.paste_classes.split(",") if c),
+                      model=BevConfig(height_ref="sensor", intensity_norm="none", z_range=(-3.0, 3.0)) if a.legacy_features else BevConfig(),
                       frame_step=a.frame_step, eval_logs=a.eval_logs, eval_num_logs=a.eval_num_logs, eval_seed=a.eval_seed,
                       eval_frame_step=a.eval_frame_step, epochs=a.epochs, batch_size=a.batch_size, lr=a.lr,
                       weight_decay=a.weight_decay, seed=a.seed, threads=a.threads, max_steps=a.max_steps, crop_m=a.crop, init=a.init, balance=tuple(c for c in a.balance.split(",") if c),
