@@ -26,5 +26,7 @@ def test_local_cluster_settings():
         assert dask.config.get("distributed.scheduler.worker-saturation") == 1.0
         if method == "forkserver":
             assert dask.config.get("distributed.worker.multiprocessing-method") == "forkserver"
+    # distributed's own config section survives (a Client needs it)
+    assert dask.config.get("distributed.client.direct-to-workers", default="missing") != "missing"
     assert worker_modules("bev") == WORKER_MODULES + ("labeler.models.bev",)
     assert worker_modules("geometric") == worker_modules(None) == WORKER_MODULES
