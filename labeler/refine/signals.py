@@ -328,20 +328,42 @@ def select_diverse(log_ids, timestamps_ns, base_priority, reasons: list[list[str
                 best[kd] = max(best.get(kd, 0.0), wi)
         return base[i] + sum(best.values())
 
-    for _ in range(k):
-        val = np.array([value(i) for i in range(n)])
-        if (chosen | blocked).all():
+    # lazy greedy: a frame's value only falls as events get covered, so a stored value is an upper bound and only
+    # the top of the heap needs recomputing (the same picks as recomputing every frame each step, in ~n log n)
+    import heapq
+
+    groups: dict[str, list[int]] = {}
+    for j, x in enumerate(log_ids):
+        groups.setdefault(str(x), []).append(j)
+    by_log = {lid: np.asarray(idx)[np.argsort(ts[idx], kind="stable")] for lid, idx in groups.items()}
+    heap = [(-value(i), int(ts[i]), i) for i in range(n)]
+    heapq.heapify(heap)
+    deferred: list = []
+    picked = 0
+    while picked < k:
+        if not heap:
+            if not deferred:
+                break
             blocked[:] = False  # temporal diversity is a preference: once every frame is near a pick, fill up
-        val[chosen | blocked] = -np.inf
-        if not np.isfinite(val).any():
-            break
-        best = np.flatnonzero(val == val.max())
-        i = int(best[np.argmin(ts[best])])
+            for item in deferred:
+                heapq.heappush(heap, item)
+            deferred = []
+        neg, t_i, i = heapq.heappop(heap)
+        if blocked[i]:
+            deferred.append((neg, t_i, i))
+            continue
+        v = value(i)
+        if v < -neg:
+            heapq.heappush(heap, (-v, t_i, i))
+            continue
         chosen[i] = True
+        picked += 1
         covered.update(ev[i])
         if min_gap_s > 0:
-            same = np.asarray([str(x) == str(log_ids[i]) for x in log_ids])
-            blocked |= same & (np.abs(ts - ts[i]) < min_gap_s * 1e9)
+            idx = by_log[str(log_ids[i])]
+            lo, hi = np.searchsorted(ts[idx], [ts[i] - min_gap_s * 1e9, ts[i] + min_gap_s * 1e9], side="left")
+            near = idx[lo:hi]
+            blocked[near[np.abs(ts[near] - ts[i]) < min_gap_s * 1e9]] = True
     return chosen
 
 
