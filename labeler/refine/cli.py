@@ -85,6 +85,23 @@ def _refine_cfg(items: list[str] | None):
     return cfg
 
 
+def _from_pipeline(cfg, args):
+    """Benchmark settings from a pipeline YAML (what the nightly job does): the detector's score threshold, the
+    refinement settings, the refined accept scores and, with ``refine.context_hz`` >= the logs' 10 Hz, refinement
+    on every frame. Flags given explicitly win."""
+    import dataclasses
+
+    from labeler.pipeline.config import load_config
+
+    pc = load_config(args.config)
+    over = {"pred_min_score": pc.model.score_threshold, "accept_score": pc.selection.accept_score,
+            "accept_refined": dict(pc.selection.accept_score_by_class), "refine": pc.refine,
+            "refine_step": 1 if pc.refine.context_hz >= 10 else 0}
+    given = {"pred_min_score": args.min_score != 0.3, "accept_score": args.accept_score != 0.3,
+             "accept_refined": bool(args.accept_refined), "refine": bool(args.refine), "refine_step": args.refine_step != 0}
+    return dataclasses.replace(cfg, **{k: v for k, v in over.items() if not given[k]})
+
+
 def cmd_bench_efficiency(args) -> int:
     from labeler.refine.efficiency import BenchCfg, format_table, plot, run_benchmark, to_json
     from labeler.review.effort import CostModel
@@ -96,6 +113,8 @@ def cmd_bench_efficiency(args) -> int:
                    accept_raw=_class_scores(args.accept_raw, "--accept-raw"),
                    accept_refined=_class_scores(args.accept_refined, "--accept-refined"),
                    refine=_refine_cfg(args.refine), refine_step=args.refine_step, pred_min_score=args.min_score)
+    if args.config:
+        cfg = _from_pipeline(cfg, args)
     cm = CostModel.with_overrides(args.cost)
     res = run_benchmark(logs, args.model, cfg, cache_dir=os.path.join(state, "cache", "efficiency"), cm=cm,
                         progress=lambda m: print(m, file=sys.stderr))
@@ -149,6 +168,8 @@ def add_bench_parser(sub) -> argparse.ArgumentParser:
     e.add_argument("--frame-step", type=int, default=5, help="evaluate every N-th frame (default 5)")
     e.add_argument("--budgets", default="0,2,5,10,20,50,100", help="review budgets, percent of frames (default 0,2,5,10,20,50,100)")
     e.add_argument("--accept-score", type=float, default=0.3, help="auto-accepted pre-labels need this score (default 0.3)")
+    e.add_argument("--config", help="take the detector score threshold, refinement settings (incl. 10 Hz context) and "
+                                     "refined accept scores from this pipeline YAML, e.g. pipelines/nightly.yaml")
     e.add_argument("--min-score", type=float, default=0.3, help="drop detections below this score first, as the "
                                                                  "pipeline's model.score_threshold (default 0.3)")
     e.add_argument("--accept-raw", help="per-class accept scores for single-frame boxes, e.g. car=0.45,truck=0.45 "
