@@ -255,6 +255,7 @@ def run_pipeline(cfg: PipelineConfig, progress: bool = True, push: bool = True, 
         rfuts = [client.submit(steps.prepare_review, ch, [s["timestamp_ns"] for s in ss], [s["priority"] for s in ss],
                                [s["reasons"] for s in ss], run_id, run_dir, cfg.render,
                                labels_source=log_sigs[ch.log_id].labels_source, min_score=cfg.selection.review_min_score,
+                               model_version=model_version,
                                pure=False)
                  for ch, ss in by_chunk.items()]
         tasks = [t for f in _progress(rfuts, "render review assets", progress) for t in f.result()]

@@ -258,11 +258,13 @@ def _context_rows(model, frames: list, run_id: str, mcfg: ModelCfg, res: ChunkRe
 
 
 def prepare_review(chunk: Chunk, timestamps_ns: list[int], priorities: list[float], reasons: list[list[str]],
-                   run_id: str, run_dir: str, rcfg: RenderCfg, labels_source: str = "raw", min_score: float = 0.0):
+                   run_id: str, run_dir: str, rcfg: RenderCfg, labels_source: str = "raw", min_score: float = 0.0,
+                   model_version: str = ""):
     """Render BEV images and copy camera images of the selected frames; return Label Studio ReviewTasks.
 
     The pre-annotations are the frame's ``labels_source`` boxes scoring at least ``min_score``: ``raw``
-    (predictions_3d and its boxes_2d) or ``refined`` (refined_3d, the log's part; 2D boxes projected here)."""
+    (predictions_3d and its boxes_2d) or ``refined`` (refined_3d, the log's part; 2D boxes projected here).
+    ``model_version`` names the detector on tasks whose frame has no box to show."""
     from labeler.render import render_bev
     from labeler.studio.tasks import CameraView, ReviewTask
 
@@ -313,7 +315,8 @@ def prepare_review(chunk: Chunk, timestamps_ns: list[int], priorities: list[floa
                               bev_image_path=str(bev_path), bev_grid=grid, boxes=boxes,
                               categories=fp.column("category").to_pylist(), scores=fp.column("score").to_pylist(),
                               object_ids=fp.column("object_id").to_pylist(), cameras=views, priority=float(prio),
-                              reasons=list(why), model_version=fp.column("model_version")[0].as_py() if fp.num_rows else "",
+                              reasons=list(why),
+                              model_version=fp.column("model_version")[0].as_py() if fp.num_rows else model_version,
                               run_id=run_id))
     return out
 
