@@ -253,8 +253,14 @@ def _replace_table(run_dir: str, spec, rows: list[dict]) -> str:
     return write_part(run_dir, spec, to_table(spec, rows), "0")
 
 
-def _auto_labels(run_dir: str, run_id: str) -> tuple[list[dict], list[dict], set]:
-    """Labels of the run's auto-accepted frames from predictions_3d and boxes_2d."""
+def _auto_labels(run_dir: str, run_id: str, record: dict | None = None) -> tuple[list[dict], list[dict], set]:
+    """Labels of the run's auto-accepted frames.
+
+    Runs that record what they accepted (``accepted_3d``, written since refinement joined the pipeline) give
+    exactly those boxes (refined or raw, see its ``source_table``); their 2D boxes are the raw rows of
+    ``boxes_2d`` for raw labels and, for refined labels, the refined 3D boxes projected with the log's camera
+    calibration. Older runs: every prediction of the frame (``predictions_3d`` and ``boxes_2d``).
+    """
     import pyarrow.compute as pc
 
     frames = read_table(run_dir, "frames")
@@ -264,19 +270,71 @@ def _auto_labels(run_dir: str, run_id: str) -> tuple[list[dict], list[dict], set
         return [], [], keys
     preds = read_table(run_dir, "predictions_3d").to_pylist()
     has_unc = preds and "uncertainty" in preds[0]
+    boxes_2d = [r for r in read_table(run_dir, "boxes_2d").to_pylist() if (r["log_id"], r["timestamp_ns"]) in keys]
+    if record is not None and "labels_source" in record:
+        unc = {(r["log_id"], r["timestamp_ns"], r["object_id"]): r.get("uncertainty") for r in preds} if has_unc else {}
+        acc = [r for r in read_table(run_dir, "accepted_3d").to_pylist() if (r["log_id"], r["timestamp_ns"]) in keys]
+        labels = [{
+            "log_id": r["log_id"], "timestamp_ns": r["timestamp_ns"], "object_id": r["object_id"], "run_id": run_id,
+            **{c: r[c] for c in ("x", "y", "z", "l", "w", "h", "yaw")}, "category": r["category"], "provenance": "auto",
+            "score": r["score"], "model_version": r["model_version"], "reviewer": None, "annotation_id": None, "task_id": None,
+            "uncertainty": unc.get((r["log_id"], r["timestamp_ns"], r["object_id"])) if r["source_table"] == "predictions_3d" else None}
+            for r in acc]
+        raw_ids = {(r["log_id"], r["timestamp_ns"], r["object_id"]) for r in acc if r["source_table"] == "predictions_3d"}
+        labels_2d = [_auto_2d(r, run_id) for r in boxes_2d if (r["log_id"], r["timestamp_ns"], r["object_id"]) in raw_ids]
+        labels_2d += _project_refined([r for r in acc if r["source_table"] != "predictions_3d"], record, run_id)
+        return labels, labels_2d, keys
     labels = [{
         "log_id": r["log_id"], "timestamp_ns": r["timestamp_ns"], "object_id": r["object_id"], "run_id": run_id,
         **{c: r[c] for c in ("x", "y", "z", "l", "w", "h", "yaw")}, "category": r["category"], "provenance": "auto",
         "score": r["score"], "uncertainty": r["uncertainty"] if has_unc else None, "model_version": r["model_version"],
         "reviewer": None, "annotation_id": None, "task_id": None}
         for r in preds if (r["log_id"], r["timestamp_ns"]) in keys]
-    labels_2d = [{
-        "log_id": r["log_id"], "timestamp_ns": r["timestamp_ns"], "object_id": r["object_id"], "camera": r["camera"],
-        "run_id": run_id, **{c: r[c] for c in ("x1", "y1", "x2", "y2")}, "category": r["category"],
-        "provenance": "auto", "score": r["score"], "model_version": r["model_version"], "reviewer": None,
-        "annotation_id": None}
-        for r in read_table(run_dir, "boxes_2d").to_pylist() if (r["log_id"], r["timestamp_ns"]) in keys]
-    return labels, labels_2d, keys
+    return labels, [_auto_2d(r, run_id) for r in boxes_2d], keys
+
+
+def _auto_2d(r: dict, run_id: str) -> dict:
+    return {"log_id": r["log_id"], "timestamp_ns": r["timestamp_ns"], "object_id": r["object_id"], "camera": r["camera"],
+            "run_id": run_id, **{c: r[c] for c in ("x1", "y1", "x2", "y2")}, "category": r["category"],
+            "provenance": "auto", "score": r["score"], "model_version": r["model_version"], "reviewer": None,
+            "annotation_id": None}
+
+
+def _project_refined(rows: list[dict], record: dict, run_id: str) -> list[dict]:
+    """2D boxes of accepted refined 3D boxes in every camera of their log (calibration from the log itself).
+    A log that cannot be opened any more keeps its 3D labels without 2D boxes, with a warning naming it."""
+    from labeler.geometry.camera import boxes_to_2d
+    from labeler.logs.registry import open_log
+
+    if not rows:
+        return []
+    wanted = {r["log_id"] for r in rows}
+    cameras: dict[str, dict] = {}
+    for inp in record.get("inputs", []):
+        if wanted <= set(cameras):
+            break
+        try:
+            src = open_log(inp["path"], inp["format"])
+        except Exception as e:  # a moved or deleted input must not stop the pull
+            log.warning("auto-accepted 2D boxes: cannot open %s (%s): %s", inp["path"], inp["format"], e)
+            continue
+        if src.log_id in wanted:
+            cameras[src.log_id] = src.cameras
+    for lid in sorted(wanted - set(cameras)):
+        log.warning("auto-accepted refined labels of log %s have no 2D boxes: its input could not be opened", lid)
+    out = []
+    for lid, cams in cameras.items():
+        mine = [r for r in rows if r["log_id"] == lid]
+        boxes = np.array([[r[c] for c in ("x", "y", "z", "l", "w", "h", "yaw")] for r in mine], dtype=np.float64)
+        for cam, calib in cams.items():
+            bx, vis, _, depth = boxes_to_2d(calib, boxes)
+            for k in np.nonzero(vis & (depth > 0))[0]:
+                r = mine[k]
+                out.append({"log_id": lid, "timestamp_ns": r["timestamp_ns"], "object_id": r["object_id"], "camera": cam,
+                            "run_id": run_id, "x1": float(bx[k, 0]), "y1": float(bx[k, 1]), "x2": float(bx[k, 2]),
+                            "y2": float(bx[k, 3]), "category": r["category"], "provenance": "auto", "score": r["score"],
+                            "model_version": r["model_version"], "reviewer": None, "annotation_id": None})
+    return out
 
 
 def _reviewer_names(client) -> dict:
@@ -343,7 +401,7 @@ def pull_run(run_dir: str, client=None, *, export: bool = True, exported_tasks: 
                 logs += o["log"]
                 labels += o["labels"]
                 labels_2d += o["labels_2d"]
-        auto, auto_2d, auto_keys = _auto_labels(run_dir, run_id)
+        auto, auto_2d, auto_keys = _auto_labels(run_dir, run_id, record)
         reviewed = {(f["log_id"], f["timestamp_ns"]) for f in frames}
         labels = [x for x in auto if (x["log_id"], x["timestamp_ns"]) not in reviewed] + labels
         labels_2d = [x for x in auto_2d if (x["log_id"], x["timestamp_ns"]) not in reviewed] + labels_2d
