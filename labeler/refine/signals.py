@@ -48,6 +48,7 @@ REASON_WEIGHTS: dict[str, float] = {
     "class_switch": 0.15,
     "yaw_flip": 0.05,
     "uncertain_score": 0.1,
+    "no_accepted_labels": 0.5,
 }
 DEFAULT_REASON_WEIGHT = 0.2
 SIZE_SPREAD = 0.18  # relative spread of sizes per class (same as labeler.pipeline.scoring)
@@ -66,6 +67,8 @@ class SignalCfg:
     stopped_speed_mps: float = 0.3       # ego slower than this is stopped
     min_hits: int = 3                    # tracks with fewer detections "appear and vanish"
     per_box_weight: float = 0.05         # priority per uncertain box (besides the distinct reasons)
+    empty_min_boxes: int = 3             # a frame with this many pre-labels scoring >= score_low but none accepted
+                                         # gets no_accepted_labels
     above_ground_clusters: bool = True   # pipeline: cluster each kept frame's points (in process_chunk) for the
                                          # missed_cluster signal (~0.1-0.3 s per frame); False: no miss signal
 
@@ -212,7 +215,9 @@ def frame_signals(scores, num_points, categories, boxes, *, uncertainty=None, tr
         class_counts: class -> box count of the corner-case bank (rarity) or None.
         explain_boxes: (M, 7) boxes a cluster must fall in to count as explained (default ``boxes``); pass the
             labels that will be kept (e.g. refined boxes above the accept score) so a miss of the final labels
-            counts, not one hidden by a low-score raw box.
+            counts, not one hidden by a low-score raw box. When given and empty while the frame has at least
+            ``cfg.empty_min_boxes`` pre-labels scoring >= ``cfg.score_low``, the frame gets ``no_accepted_labels`` (auto-accepting it would
+            label nothing although the detector saw objects).
     """
     s = np.asarray(scores, dtype=np.float64)
     n = len(s)
@@ -250,6 +255,9 @@ def frame_signals(scores, num_points, categories, boxes, *, uncertainty=None, tr
         uncertain_misses = int(miss.sum())
     else:
         uncertain_misses = 0
+    plausible = int((s >= cfg.score_low).sum())
+    if explain_boxes is not None and len(np.asarray(explain_boxes).reshape(-1, 7)) == 0 and plausible >= cfg.empty_min_boxes:
+        reasons.append("no_accepted_labels")
     for f in health_flags:
         if f not in reasons:
             reasons.append(f)

@@ -129,3 +129,17 @@ def test_select_diverse_lazy_greedy_picks_what_the_plain_greedy_picks():
             k = int(np.ceil(budget * n))
             got = select_diverse(list(logs), ts, base, reasons, budget, min_gap_s=1.0)
             assert (got == _select_diverse_reference(logs, ts, base, reasons, k, 1.0)).all(), (trial, budget)
+
+
+def test_frame_with_pre_labels_but_nothing_accepted_goes_up():
+    """Three confident-looking boxes of which none passes the accept scores: auto-accepting the frame would label
+    nothing, so it gets no_accepted_labels; the same frame with its boxes accepted does not."""
+    boxes = np.array([[10, 0, -1, 4.5, 1.85, 1.6, 0], [20, 5, -1, 4.5, 1.85, 1.6, 0], [30, -5, -1, 4.5, 1.85, 1.6, 0]])
+    args = ([0.9, 0.9, 0.9], [200, 200, 200], ["car"] * 3, boxes)
+    empty = frame_signals(*args, explain_boxes=np.zeros((0, 7)))
+    kept = frame_signals(*args, explain_boxes=boxes)
+    assert empty.reasons == ["no_accepted_labels"] and kept.reasons == []
+    assert empty.priority > kept.priority
+    # two boxes are too few to call it, and boxes under the score band are clutter, not missing labels
+    assert frame_signals([0.9, 0.9], [200, 200], ["car"] * 2, boxes[:2], explain_boxes=np.zeros((0, 7))).reasons == []
+    assert frame_signals([0.2] * 3, [200] * 3, ["car"] * 3, boxes, explain_boxes=np.zeros((0, 7))).reasons == []
