@@ -25,11 +25,12 @@ REPO = Path(__file__).resolve().parents[1]
 SAMPLES = {"SUSTechPOINTS": "sustechpoints_seq", "AV2": "av2_sensor_log/7fab2350-7eaf-3b7e-a39d-6937a4c1bede"}
 
 
-def run_sample(name: str, path: Path, model: str, budget: float, tmp: str) -> dict:
+def run_sample(name: str, path: Path, model: str, budget: float, tmp: str, fit_points: bool = False) -> dict:
     cfg = load_config(REPO / "pipelines" / "nightly.yaml", {
         "night": f"real-{name}", "input.logs": str(path), "model.name": model, "simulate.enabled": False,
         "dask.n_workers": 1, "filter.min_points": 1000, "filter.keyframe_hz": 100.0,
-        "filter.stationary_speed_mps": 0.0, "selection.budget_fraction": budget}).resolved(tmp)
+        "filter.stationary_speed_mps": 0.0, "selection.budget_fraction": budget,
+        **({"model.fit_points": True} if fit_points else {})}).resolved(tmp)
     summary = run_pipeline(cfg, progress=False, push=False)
     run = cfg.output_dir
     scores = read_table(run, "frame_scores").to_pandas().sort_values(["log_id", "timestamp_ns"])
@@ -86,7 +87,7 @@ def to_markdown(res: list[dict], model: str, budget: float) -> str:
               "`kind xN`: the reason holds for N distinct tracks (or boxes) of the frame. Reason kinds: `uncertain_score` a box scored in [0.3, 0.6); `tta_disagreement:<track>` flips at test time "
               "disagree; `likely_fp:<track>` a box with < 5 LiDAR points; `short_track:<track>` a track seen in < 3 "
               "frames (appears and vanishes); `class_switch` / `yaw_flip` along a track; `missed_cluster` an above-ground "
-              "cluster of >= 40 points that no kept label explains; `rare_class` / `unusual_size`; `ego_stopped`; sensor "
+              "cluster of >= 40 points that no kept label explains; `rare_class` / `unusual_size`; `ego_stopped`; `no_accepted_labels` pre-labels but none passes the accept scores; sensor "
               "health flags (`lidar_sector_dropout`, `camera_*`). Weights: labeler/refine/signals.py `REASON_WEIGHTS`.", ""]
     return "\n".join(lines)
 
@@ -96,7 +97,9 @@ def main(argv=None) -> int:
     p.add_argument("--real", default=str(REPO / ".." / "shared" / "data" / "real"), help="real samples root")
     p.add_argument("--model", default="bev", help="detector spec (default bev)")
     p.add_argument("--budget", type=float, default=10.0, help="review budget, percent of kept frames (default 10)")
-    p.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "real_selection.md"))
+    p.add_argument("--fit-points", action="store_true",
+                   help="model.fit_points: snap vehicle boxes onto their points (the setting for real logs, README)")
+    p.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "real_selection.md"), help="markdown file to write")
     a = p.parse_args(argv)
     root = Path(a.real).resolve()
     missing = [n for n, rel in SAMPLES.items() if not (root / rel).exists()]
@@ -107,8 +110,8 @@ def main(argv=None) -> int:
     res = []
     with tempfile.TemporaryDirectory() as tmp:
         for name, rel in SAMPLES.items():
-            res.append(run_sample(name, root / rel, a.model, a.budget / 100.0, tmp))
-    text = to_markdown(res, a.model, a.budget / 100.0)
+            res.append(run_sample(name, root / rel, a.model, a.budget / 100.0, tmp, a.fit_points))
+    text = to_markdown(res, a.model + (" --fit-points" if a.fit_points else ""), a.budget / 100.0)
     Path(a.out).write_text(text)
     print(text)
     print(f"wrote {a.out}", file=sys.stderr)
