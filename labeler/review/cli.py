@@ -39,7 +39,9 @@ def cmd_pull(args) -> int:
     if not (Path(run) / "run.json").exists():
         print(f"error: {run} is not a run folder (no run.json); pass --run or --state/--night", file=sys.stderr)
         return 2
-    res = pull_run(run, export=not args.no_export)
+    from labeler.review.pull import state_of_run
+
+    res = pull_run(run, export=not args.no_export, bank_state=None if args.no_bank else str(state_of_run(run)))
     print(res.format())
     return 0
 
@@ -91,6 +93,8 @@ def add_parsers(sub) -> None:
                                    "<run>/tables and KITTI / nuScenes-style files under <run>/labels (see docs/review.md).")
     _run_args(p)
     p.add_argument("--no-export", action="store_true", help="write the tables only, no KITTI / nuScenes files")
+    p.add_argument("--no-bank", action="store_true",
+                   help="do not add the reviewed frames to the corner-case bank (<state>/bank, checked by `labeler gate`)")
     p.set_defaults(func=cmd_pull)
 
     r = sub.add_parser("report", help="reports of a run (review: human effort vs labeling from scratch)",

@@ -58,6 +58,8 @@ class PullResult:
     actions: dict = field(default_factory=dict)
     labels: int = 0
     labels_2d: int = 0
+    bank_version: int | None = None   # corner-case bank version written by this pull (None: nothing new / off)
+    bank_frames: int = 0              # reviewed frames added to the bank
     files: dict = field(default_factory=dict)
 
     def format(self) -> str:
@@ -69,6 +71,8 @@ class PullResult:
             f"  box actions     {acts}",
             f"  labels          {self.labels} 3D, {self.labels_2d} 2D",
         ]
+        if self.bank_version is not None:
+            lines.append(f"  corner-case bank v{self.bank_version}: +{self.bank_frames} reviewed frames")
         lines += [f"  {k:<15} {v}" for k, v in self.files.items()]
         return "\n".join(lines)
 
@@ -356,7 +360,8 @@ def _client_for(run_dir):
     return connect(state_dir=state_of_run(run_dir))
 
 
-def pull_run(run_dir: str, client=None, *, export: bool = True, exported_tasks: dict | None = None) -> PullResult:
+def pull_run(run_dir: str, client=None, *, export: bool = True, exported_tasks: dict | None = None,
+             bank_state: str | None = None) -> PullResult:
     """Pull the run's review results: writes tables review_log, review_frames, labels, labels_2d (replacing
     earlier pulls) and, with ``export``, KITTI label files and a nuScenes-style JSON under ``<run>/labels/``.
 
@@ -364,6 +369,9 @@ def pull_run(run_dir: str, client=None, *, export: bool = True, exported_tasks: 
         run_dir: ``<state>/runs/<night>`` (needs run.json; review_tasks says which Label Studio tasks are the run's).
         client: an SDK client; default: :func:`labeler.studio.client.connect` with env / the state dir's server.
         exported_tasks: ``{project_id: [exported task dicts]}`` instead of exporting (tests / benchmarks).
+        bank_state: state dir of the corner-case bank (:mod:`labeler.refine.bank`): every reviewed frame (not a
+            bad frame) is added with its final labels and its review reasons as a new bank version, so
+            ``labeler gate`` checks new models on it. None: the bank is left alone.
     """
     from labeler.studio.push import export_tasks
 
@@ -424,7 +432,40 @@ def pull_run(run_dir: str, client=None, *, export: bool = True, exported_tasks: 
     for r in logs:
         res.actions[r["action"]] = res.actions.get(r["action"], 0) + 1
     res.labels, res.labels_2d = len(labels), len(labels_2d)
+    if bank_state is not None and res.frames_reviewed:
+        res.bank_version, res.bank_frames = _add_to_bank(run_dir, record, frames, labels, bank_state)
     return res
+
+
+def _add_to_bank(run_dir: str, record: dict, frames: list[dict], labels: list[dict], state: str) -> tuple[int | None, int]:
+    """Reviewed frames (not bad frames) and their final labels into the corner-case bank; their ``kinds`` are the
+    reasons the frame was sent to review (``frame_scores``). Returns (new bank version or None, frames added)."""
+    import pandas as pd
+
+    from labeler.logs.registry import open_log
+    from labeler.refine.bank import add_frames, read_bank, latest_version
+
+    good = {(f["log_id"], f["timestamp_ns"]) for f in frames if f["status"] == "reviewed" and f["verdict"] != "bad_frame"}
+    if latest_version(state) is not None:
+        f0, _, _ = read_bank(state)
+        good -= set(zip(f0["log_id"], f0["timestamp_ns"].astype("int64")))
+    if not good:
+        return None, 0
+    paths = {}
+    for inp in record.get("inputs", []):
+        try:
+            paths[open_log(inp["path"], inp["format"]).log_id] = inp["path"]
+        except Exception as e:  # the bank keeps the frame and its labels; only the log path is unknown
+            log.warning("corner-case bank: cannot open input %s: %s", inp["path"], e)
+    scores = read_table(run_dir, "frame_scores").to_pylist()
+    why = {(r["log_id"], r["timestamp_ns"]): sorted({x.split(":")[0] for x in r["reasons"]}) for r in scores}
+    fr = pd.DataFrame([{"log_id": k[0], "timestamp_ns": k[1], "log_path": paths.get(k[0], ""), "kinds": why.get(k, [])}
+                       for k in sorted(good)])
+    lb = pd.DataFrame([{"log_id": x["log_id"], "timestamp_ns": x["timestamp_ns"], "track_id": x["object_id"],
+                        "category": x["category"], **{c: x[c] for c in ("x", "y", "z", "l", "w", "h", "yaw")}}
+                       for x in labels if (x["log_id"], x["timestamp_ns"]) in good],
+                      columns=["log_id", "timestamp_ns", "track_id", "category", "x", "y", "z", "l", "w", "h", "yaw"])
+    return add_frames(state, fr, lb, created_by=f"labeler pull {record.get('run_id', '')}"), len(fr)
 
 
 def run_dir_of(state: str | None, night: str | None, run: str | None) -> str:

@@ -139,9 +139,9 @@ class Receiver:
 
 
 def _default_pull(run_dir: str):
-    from labeler.review.pull import pull_run
+    from labeler.review.pull import pull_run, state_of_run
 
-    return pull_run(run_dir)
+    return pull_run(run_dir, bank_state=str(state_of_run(run_dir)))
 
 
 def run_projects(run_dir: str) -> list[int]:
@@ -153,10 +153,11 @@ def run_projects(run_dir: str) -> list[int]:
 
 def serve(run_dirs: list[str], client, port: int = 0, debounce_s: float = 2.0, echo=print) -> Receiver:
     """Start a receiver for ``run_dirs`` and register it in their projects; pulls use ``client`` (caller stops it)."""
-    from labeler.review.pull import pull_run
+    from labeler.review.pull import pull_run, state_of_run
 
     runs = {pid: r for r in run_dirs for pid in run_projects(r)}
-    rx = Receiver(runs, pull=lambda run: pull_run(run, client), debounce_s=debounce_s, port=port).start()
+    rx = Receiver(runs, pull=lambda run: pull_run(run, client, bank_state=str(state_of_run(run))), debounce_s=debounce_s,
+                  port=port).start()
     for pid in sorted(runs):
         register_webhook(client, pid, rx.url, rx.token)
         echo(f"webhook of project {pid} -> {rx.url} (pulls {runs[pid]})")

@@ -14,9 +14,10 @@ from labeler.classes import CLASSES
 from labeler.geometry.bev import BevGrid
 from labeler.geometry.boxes import bev_iou
 from labeler.geometry.camera import CameraCalib
-from labeler.io.tables import read_table
+from labeler.io.tables import read_table, write_part
 from labeler.review.export import export_labels, kitti_lines
 from labeler.review.pull import pull_run
+from labeler.schemas import FRAME_SCORES, to_table
 from labeler.studio.convert import bev_result_items, camera_result_item
 from labeler.studio.push import ensure_local_storage, ensure_project, push_tasks
 from tests.review import CAMS, make_run_dir, make_task, uid, write_review_tasks
@@ -51,6 +52,10 @@ def test_annotator_actions_to_review_log_and_labels(studio, studio_client, tmp_p
     review = [f0, f1, f2, f3]
     run = tmp_path / "runs" / "test"
     make_run_dir(run, "run-T", review, [auto])
+    write_part(str(run), FRAME_SCORES, to_table(FRAME_SCORES, [
+        {"log_id": log_id, "timestamp_ns": f.timestamp_ns, "run_id": "run-T", "confidence": 0.5, "priority": 2.0,
+         "reasons": ["rare_class:t0001", "tta_disagreement:t0002", "tta_disagreement:t0003"], "num_boxes": len(f.boxes),
+         "decision": "review", "model_version": "det-v1", "labels_source": "raw"} for f in review]), "0")
 
     pid = ensure_project(ls, f"pull {uid()}", list(CLASSES), CAMS)
     ensure_local_storage(ls, pid, str(assets), str(studio.document_root))
@@ -146,6 +151,17 @@ def test_annotator_actions_to_review_log_and_labels(studio, studio_client, tmp_p
     assert read_table(str(run), "review_log").to_pylist() == rows
     assert _cli(["report", "review", "--run", str(run)]) == 0
     assert (run / "review" / "effort.png").exists() and "efficiency ratio" in capsys.readouterr().out
+
+    # the CLI pull put the reviewed frame (not the bad one, not the skipped or pending ones) into the corner-case
+    # bank of the run's state dir, with its final labels and why it was reviewed; pulling again adds nothing
+    from labeler.refine.bank import read_bank
+
+    bank_frames, bank_labels, version = read_bank(str(tmp_path))
+    assert version == 1 and [(r.log_id, r.timestamp_ns - T0) for r in bank_frames.itertuples()] == [(log_id, 0)]
+    assert list(bank_frames.kinds[0]) == ["rare_class", "tta_disagreement"]
+    assert sorted(bank_labels.track_id) == ["a", "c", "d", "human_new1"]
+    assert sorted(bank_labels.category) == ["car", "car", "pedestrian", "truck"]
+    assert _cli(["pull", "--run", str(run)]) == 0 and read_bank(str(tmp_path))[2] == 1
 
 
 def _cli(argv) -> int:
