@@ -304,26 +304,34 @@ def _auto_2d(r: dict, run_id: str) -> dict:
             "annotation_id": None}
 
 
-def _project_refined(rows: list[dict], record: dict, run_id: str) -> list[dict]:
-    """2D boxes of accepted refined 3D boxes in every camera of their log (calibration from the log itself).
-    A log that cannot be opened any more keeps its 3D labels without 2D boxes, with a warning naming it."""
-    from labeler.geometry.camera import boxes_to_2d
+def _open_inputs(record: dict, wanted: set[str]) -> dict:
+    """``{log_id: (input path, LogSource)}`` of the run's inputs holding the ``wanted`` logs. An input that cannot be
+    opened any more (moved, deleted) is skipped with a warning naming it: the pull goes on without it."""
     from labeler.logs.registry import open_log
 
-    if not rows:
-        return []
-    wanted = {r["log_id"] for r in rows}
-    cameras: dict[str, dict] = {}
+    out: dict = {}
     for inp in record.get("inputs", []):
-        if wanted <= set(cameras):
+        if wanted <= set(out):
             break
         try:
             src = open_log(inp["path"], inp["format"])
         except Exception as e:  # a moved or deleted input must not stop the pull
-            log.warning("auto-accepted 2D boxes: cannot open %s (%s): %s", inp["path"], inp["format"], e)
+            log.warning("cannot open the run's input %s (%s): %s", inp["path"], inp["format"], e)
             continue
         if src.log_id in wanted:
-            cameras[src.log_id] = src.cameras
+            out[src.log_id] = (inp["path"], src)
+    return out
+
+
+def _project_refined(rows: list[dict], record: dict, run_id: str) -> list[dict]:
+    """2D boxes of accepted refined 3D boxes in every camera of their log (calibration from the log itself).
+    A log that cannot be opened any more keeps its 3D labels without 2D boxes, with a warning naming it."""
+    from labeler.geometry.camera import boxes_to_2d
+
+    if not rows:
+        return []
+    wanted = {r["log_id"] for r in rows}
+    cameras = {lid: src.cameras for lid, (_, src) in _open_inputs(record, wanted).items()}
     for lid in sorted(wanted - set(cameras)):
         log.warning("auto-accepted refined labels of log %s have no 2D boxes: its input could not be opened", lid)
     out = []
@@ -442,8 +450,7 @@ def _add_to_bank(run_dir: str, record: dict, frames: list[dict], labels: list[di
     reasons the frame was sent to review (``frame_scores``). Returns (new bank version or None, frames added)."""
     import pandas as pd
 
-    from labeler.logs.registry import open_log
-    from labeler.refine.bank import add_frames, read_bank, latest_version
+    from labeler.refine.bank import add_frames, latest_version, read_bank
 
     good = {(f["log_id"], f["timestamp_ns"]) for f in frames if f["status"] == "reviewed" and f["verdict"] != "bad_frame"}
     if latest_version(state) is not None:
@@ -451,12 +458,7 @@ def _add_to_bank(run_dir: str, record: dict, frames: list[dict], labels: list[di
         good -= set(zip(f0["log_id"], f0["timestamp_ns"].astype("int64")))
     if not good:
         return None, 0
-    paths = {}
-    for inp in record.get("inputs", []):
-        try:
-            paths[open_log(inp["path"], inp["format"]).log_id] = inp["path"]
-        except Exception as e:  # the bank keeps the frame and its labels; only the log path is unknown
-            log.warning("corner-case bank: cannot open input %s: %s", inp["path"], e)
+    paths = {lid: path for lid, (path, _) in _open_inputs(record, {k[0] for k in good}).items()}
     scores = read_table(run_dir, "frame_scores").to_pylist()
     why = {(r["log_id"], r["timestamp_ns"]): sorted({x.split(":")[0] for x in r["reasons"]}) for r in scores}
     fr = pd.DataFrame([{"log_id": k[0], "timestamp_ns": k[1], "log_path": paths.get(k[0], ""), "kinds": why.get(k, [])}
