@@ -1,7 +1,11 @@
 """Speed-up of the pipeline on a LocalCluster with 1 vs 2 workers, same logs, side by side in one run.
 
     .venv/bin/python benchmarks/workers_scaling.py [--logs 10] [--duration 5] [--chunk 25] [--repeats 2]
-                                                   [--start-method forkserver|spawn|both]
+                                                   [--start-method forkserver|spawn|both] [--config pipelines/nightly.yaml]
+
+``--config``: the pipeline settings to run (a pipeline YAML, e.g. the nightly job's; its input, simulation, chunk
+size and worker count are replaced by the benchmark's). Without it: the built-in defaults (labeler/pipeline/config.py:
+no TTA, no 10 Hz tracking context), a lighter pipeline per frame than the nightly job.
 
 Each run is a full ``run_pipeline(push=False)`` (cluster start, inspect, ingest/filter/pre-label/score, selection,
 review-asset rendering, tables, cluster close) in a **fresh driver process** (as ``labeler run`` is: nothing is
@@ -113,7 +117,8 @@ def _use_start_method(method: str, saturation: float | None) -> None:
         cluster.forked_workers = spawned
 
 
-def one_run(logs_dir: str, workers: int, chunk: int, state: str, method: str, saturation: float | None = None) -> dict:
+def one_run(logs_dir: str, workers: int, chunk: int | None, state: str, method: str, saturation: float | None = None,
+            config: str | None = None) -> dict:
     """One pipeline run in this (fresh) process; returns its measurements."""
     from distributed import get_task_stream
 
@@ -137,9 +142,9 @@ def one_run(logs_dir: str, workers: int, chunk: int, state: str, method: str, sa
         marks["cluster_down"] = time.time()
 
     prun.dask_client = observed
-    cfg = load_config(None, {"night": "workers", "simulate.enabled": False, "input.logs": logs_dir,
-                             "input.format": "native", "input.chunk_frames": chunk,
-                             "dask.n_workers": workers}).resolved(state)
+    cfg = load_config(config, {"night": "workers", "simulate.enabled": False, "input.logs": logs_dir,
+                               "input.format": "native", "dask.scheduler": None, "dask.n_workers": workers,
+                               **({"input.chunk_frames": chunk} if chunk else {})}).resolved(state)
     t0 = time.time()
     with CpuSampler() as s:
         summary = prun.run_pipeline(cfg, progress=False, push=False)
@@ -164,7 +169,7 @@ def one_run(logs_dir: str, workers: int, chunk: int, state: str, method: str, sa
     t_last = max(b for _, b in spans) if spans else t0
     for w in range(workers - len(busy)):  # a worker that never got a task
         busy[f"idle-{w}"] = 0.0
-    return {"workers": workers, "method": method, "frames": summary.frames_in, "wall": t1 - t0,
+    return {"workers": workers, "method": method, "frames": summary.frames_in, "chunk": cfg.input.chunk_frames, "wall": t1 - t0,
             "process_wall": t1 - psutil.Process().create_time(),
             "workers_cpu": s.workers_cpu, "server_cpu": s.server_cpu, "driver_cpu": s.driver_cpu,
             "machine_busy": s.machine_busy, "loadavg": os.getloadavg()[0],
@@ -180,7 +185,8 @@ def run_fresh(args, logs_dir: str, workers: int, state: str, method: str) -> dic
     """:func:`one_run` in a new Python process (the wall time includes its start and imports)."""
     t0 = time.time()
     out = subprocess.run([sys.executable, __file__, "--one", str(workers), "--logs-dir", logs_dir, "--state", state,
-                          "--chunk", str(args.chunk), "--start-method", method]
+                          "--start-method", method] + (["--chunk", str(args.chunk)] if args.chunk else [])
+                         + (["--config", args.config] if args.config else [])
                          + (["--worker-saturation", str(args.worker_saturation)] if args.worker_saturation else []),
                          capture_output=True, text=True, check=False)
     if out.returncode != 0:
@@ -194,7 +200,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--logs", type=int, default=10)
     ap.add_argument("--duration", type=float, default=5.0)
-    ap.add_argument("--chunk", type=int, default=25)
+    ap.add_argument("--chunk", type=int, help="frames per chunk (default: the config's input.chunk_frames; 25 without "
+                    "--config)")
+    ap.add_argument("--config", help="pipeline YAML whose settings to run (default: the built-in defaults)")
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--start-method", choices=("forkserver", "spawn", "both"), default="forkserver")
     ap.add_argument("--worker-saturation", type=float, help="Dask worker-saturation instead of the pipeline's (1.0); "
@@ -204,15 +212,19 @@ def main() -> None:
     ap.add_argument("--state", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.one:
-        print(json.dumps(one_run(args.logs_dir, args.one, args.chunk, args.state, args.start_method, args.worker_saturation)))
+        print(json.dumps(one_run(args.logs_dir, args.one, args.chunk, args.state, args.start_method, args.worker_saturation,
+                                 args.config)))
         return
+    if not args.config and not args.chunk:
+        args.chunk = 25
 
     logs_dir = input_folder(cached_logs(args.logs, args.duration), f"workers-{args.logs}")
     ncpu = os.cpu_count() or 1
     methods = ("forkserver", "spawn") if args.start_method == "both" else (args.start_method,)
     print(f"machine: {platform.node()} nproc={ncpu} loadavg={' '.join(f'{x:.2f}' for x in os.getloadavg())} (before)")
     print(f"scheduler: LocalCluster, 1 vs 2 worker processes x 1 thread, worker start {' vs '.join(methods)}; "
-          f"{args.logs} logs x {args.duration:g} s; chunk_frames={args.chunk}; push=False; order 1,2 x {args.repeats}; "
+          f"{args.logs} logs x {args.duration:g} s; config {args.config or 'built-in defaults'}; "
+          f"chunk_frames={args.chunk or 'from the config'}; push=False; order 1,2 x {args.repeats}; "
           f"every run in a fresh driver process")
     res: dict[tuple[str, int], list[dict]] = {}
     with tempfile.TemporaryDirectory(prefix="workers-scaling-") as tmp:

@@ -180,7 +180,9 @@ def run_pipeline(cfg: PipelineConfig, progress: bool = True, push: bool = True, 
     log_paths = [p for p, _ in log_inputs]
     summary = RunSummary(run_id=run_id, run_dir=run_dir, logs=len(log_paths))
     with dask_client(cfg) as client:
-        infos = client.gather(client.map(steps.inspect_log, log_paths, [f for _, f in log_inputs], run_id=run_id, pure=False))
+        context_hz = cfg.refine.context_hz if cfg.refine.enabled else 0.0
+        infos = client.gather(client.map(steps.inspect_log, log_paths, [f for _, f in log_inputs], run_id=run_id,
+                                         fcfg=cfg.filter, context_hz=context_hz, pure=False))
         quarantine = [i.quarantine for i in infos if i.quarantine]
         chunks = []
         for info in infos:
@@ -190,16 +192,18 @@ def run_pipeline(cfg: PipelineConfig, progress: bool = True, push: bool = True, 
             for k, s in enumerate(range(0, info.num_frames, n)):
                 chunks.append(steps.Chunk(info.log_path, info.format, info.log_id, k, s, min(s + n, info.num_frames)))
         summary.frames_in = sum(i.num_frames for i in infos)
-        chunks = submission_order(chunks, sum(client.nthreads().values()))  # logs finish in groups (cluster.py)
+        # largest logs first, logs finish in groups (cluster.py)
+        chunks = submission_order(chunks, sum(client.nthreads().values()), {i.log_id: i.detector_frames for i in infos})
         futs = client.map(steps.process_chunk, chunks, run_id=run_id, run_dir=run_dir, pipeline_version=pipeline_version,
                           fcfg=cfg.filter, mcfg=cfg.model, scfg=cfg.scoring, sigcfg=cfg.signals,
-                          context_hz=cfg.refine.context_hz if cfg.refine.enabled else 0.0, pure=False)
-        # one refine + signals task per log, started as soon as that log's chunks are done (futures as arguments)
+                          context_hz=context_hz, pure=False)
+        # one refine + signals task per log, started as soon as that log's chunks are done (futures as arguments),
+        # ahead of the chunks still waiting (priority): the other workers keep taking chunks meanwhile
         by_log = defaultdict(list)
         for ch, fut in zip(chunks, futs):
             by_log[ch.log_id].append(fut)
         log_futs = {log_id: client.submit(logstep.refine_and_score_log, fs, run_id=run_id, run_dir=run_dir,
-                                          rcfg=cfg.refine, sigcfg=cfg.signals, scfg=cfg.selection, pure=False)
+                                          rcfg=cfg.refine, sigcfg=cfg.signals, scfg=cfg.selection, priority=1, pure=False)
                     for log_id, fs in by_log.items()}
         results = [f.result() for f in _progress(futs, "ingest, filter, pre-label", progress)]
         results.sort(key=lambda r: (r.chunk.log_id, r.chunk.index))

@@ -57,6 +57,7 @@ class LogInfo:
     log_id: str
     num_frames: int
     quarantine: dict | None = None   # a whole-log quarantine row when the log is unreadable
+    detector_frames: int = -1        # estimate: frames the detector will see (keyframes + context); -1 unknown
 
 
 @dataclass
@@ -83,11 +84,31 @@ def _count_lidar_files(log_path: str) -> int:
         return 0
 
 
-def inspect_log(log_path: str, format: str, run_id: str) -> LogInfo:
-    """Read a log's index. An unreadable log becomes one quarantine row covering all its frames."""
+def detector_frames(idx, fcfg: FilterCfg, context_hz: float = 0.0) -> int:
+    """How many of a log's frames the detector will see, from its poses alone (the pose decisions; the health
+    filters and rules, which need the frames, can only drop more): kept keyframes plus, with ``context_hz``, the
+    tracking-context frames between them. The pipeline orders logs by it (``cluster.submission_order``)."""
+    poses_known = bool(getattr(idx, "has_poses", True))
+    decisions = filters.pose_decisions(idx.timestamps_ns, idx.world_from_ego, fcfg, poses_known,
+                                       bool(getattr(idx, "sequential", True)))
+    n = sum(d is None for d in decisions)
+    if context_hz > 0:
+        period_ns, last = 0.9e9 / context_hz, None
+        for t, d in zip(np.asarray(idx.timestamps_ns, dtype=np.int64).tolist(), decisions):
+            if d is None or (d == filters.DROP_NOT_KEYFRAME and (last is None or t - last >= period_ns)):
+                n += d is not None
+                last = t
+    return int(n)
+
+
+def inspect_log(log_path: str, format: str, run_id: str, fcfg: FilterCfg | None = None,
+                context_hz: float = 0.0) -> LogInfo:
+    """Read a log's index (and with ``fcfg``, estimate its :func:`detector_frames`). An unreadable log becomes one
+    quarantine row covering all its frames."""
     try:
         idx = _index(log_path, format)
-        return LogInfo(log_path, format, idx.log_id, len(idx))
+        return LogInfo(log_path, format, idx.log_id, len(idx),
+                       detector_frames=detector_frames(idx, fcfg, context_hz) if fcfg is not None else -1)
     except InputError as e:
         n = _count_lidar_files(log_path)
         log_id = posixpath.basename(str(log_path).rstrip("/"))

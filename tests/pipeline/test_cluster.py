@@ -30,3 +30,30 @@ def test_local_cluster_settings():
     assert dask.config.get("distributed.client.direct-to-workers", default="missing") != "missing"
     assert worker_modules("bev") == WORKER_MODULES + ("labeler.models.bev",)
     assert worker_modules("geometric") == worker_modules(None) == WORKER_MODULES
+
+
+def test_submission_order_puts_the_largest_logs_first():
+    # L1 is the most work, L0 and L3 tie (their order is kept), L2 is unknown (0): the cheapest logs end the night
+    order = [(c.log_id, c.index) for c in submission_order(_chunks([2, 2, 1, 2]), 2, {"L0": 40, "L1": 90, "L3": 40})]
+    assert order == [("L1", 0), ("L0", 0), ("L1", 1), ("L0", 1), ("L3", 0), ("L2", 0), ("L3", 1)]
+
+
+def test_detector_frames_counts_keyframes_and_context_from_the_poses():
+    import numpy as np
+    from types import SimpleNamespace
+
+    from labeler.pipeline.config import FilterCfg
+    from labeler.pipeline.steps import detector_frames
+
+    # 10 s at 10 Hz: 5 s parked, then 5 s at 10 m/s along x
+    ts = np.arange(100, dtype=np.int64) * 100_000_000
+    x = np.where(np.arange(100) < 50, 0.0, (np.arange(100) - 50) * 1.0)
+    poses = np.repeat(np.eye(4)[None], 100, axis=0)
+    poses[:, 0, 3] = x
+    idx = SimpleNamespace(timestamps_ns=ts, world_from_ego=poses, has_poses=True, sequential=True)
+    cfg = FilterCfg(keyframe_hz=2.0, stationary_speed_mps=0.5, stationary_keep_every_s=5.0)
+    # parked: one frame per 5 s (1); driving: 2 Hz over 5 s (10)
+    assert detector_frames(idx, cfg) == 1 + 10
+    # with 10 Hz context every driving frame goes to the detector, the parked ones still do not
+    assert detector_frames(idx, cfg, context_hz=10.0) == 1 + 50
+    assert detector_frames(SimpleNamespace(**{**vars(idx), "sequential": False}), cfg) == 100
