@@ -1,11 +1,12 @@
 """Speed-up of the pipeline on a LocalCluster with 1 vs 2 workers, same logs, side by side in one run.
 
     .venv/bin/python benchmarks/workers_scaling.py [--logs 10] [--duration 5] [--chunk 25] [--repeats 2]
-                                                   [--start-method forkserver|spawn|both] [--config pipelines/nightly.yaml]
+                                                   [--start-method forkserver|spawn|both] [--config pipelines/nightly.yaml|defaults]
 
-``--config``: the pipeline settings to run (a pipeline YAML, e.g. the nightly job's; its input, simulation, chunk
-size and worker count are replaced by the benchmark's). Without it: the built-in defaults (labeler/pipeline/config.py:
-no TTA, no 10 Hz tracking context), a lighter pipeline per frame than the nightly job.
+``--config``: the pipeline settings to run: a pipeline YAML, by default the nightly job's (``pipelines/nightly.yaml``:
+TTA, 10 Hz tracking context, 50-frame chunks); its input, simulation, scheduler and worker count are replaced by the
+benchmark's. ``defaults``: the built-in defaults of labeler/pipeline/config.py (no TTA, no tracking context, 25-frame
+chunks), a lighter pipeline per frame, where the fixed ~3 s of worker start-up weighs more.
 
 Each run is a full ``run_pipeline(push=False)`` (cluster start, inspect, ingest/filter/pre-label/score, selection,
 review-asset rendering, tables, cluster close) in a **fresh driver process** (as ``labeler run`` is: nothing is
@@ -43,6 +44,7 @@ import sys
 import tempfile
 import threading
 import time
+from pathlib import Path
 
 import psutil
 
@@ -198,13 +200,16 @@ def run_fresh(args, logs_dir: str, workers: int, state: str, method: str) -> dic
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--logs", type=int, default=10)
-    ap.add_argument("--duration", type=float, default=5.0)
-    ap.add_argument("--chunk", type=int, help="frames per chunk (default: the config's input.chunk_frames; 25 without "
-                    "--config)")
-    ap.add_argument("--config", help="pipeline YAML whose settings to run (default: the built-in defaults)")
-    ap.add_argument("--repeats", type=int, default=2)
-    ap.add_argument("--start-method", choices=("forkserver", "spawn", "both"), default="forkserver")
+    ap.add_argument("--logs", type=int, default=10, help="simulated logs in the night (default 10: 500 frames at 5 s)")
+    ap.add_argument("--duration", type=float, default=5.0, help="seconds per simulated log, 10 Hz (default 5)")
+    ap.add_argument("--chunk", type=int, help="frames per chunk (default: the config's input.chunk_frames; 25 with "
+                    "--config defaults)")
+    ap.add_argument("--config", default=str(Path(__file__).resolve().parents[1] / "pipelines" / "nightly.yaml"),
+                    help="pipeline YAML whose settings to run (default: the nightly job's, pipelines/nightly.yaml), or "
+                    "'defaults' for the built-in defaults")
+    ap.add_argument("--repeats", type=int, default=2, help="pairs of runs (1 worker, then 2), medians reported (default 2)")
+    ap.add_argument("--start-method", choices=("forkserver", "spawn", "both"), default="forkserver",
+                    help="how LocalCluster workers start: forkserver (the pipeline's), spawn (Dask's default) or both")
     ap.add_argument("--worker-saturation", type=float, help="Dask worker-saturation instead of the pipeline's (1.0); "
                     "Dask's default is 1.1")
     ap.add_argument("--one", type=int, help=argparse.SUPPRESS)   # child mode: one run, JSON on stdout
@@ -215,15 +220,16 @@ def main() -> None:
         print(json.dumps(one_run(args.logs_dir, args.one, args.chunk, args.state, args.start_method, args.worker_saturation,
                                  args.config)))
         return
-    if not args.config and not args.chunk:
-        args.chunk = 25
+    if args.config == "defaults":
+        args.config = None
+        args.chunk = args.chunk or 25
 
     logs_dir = input_folder(cached_logs(args.logs, args.duration), f"workers-{args.logs}")
     ncpu = os.cpu_count() or 1
     methods = ("forkserver", "spawn") if args.start_method == "both" else (args.start_method,)
     print(f"machine: {platform.node()} nproc={ncpu} loadavg={' '.join(f'{x:.2f}' for x in os.getloadavg())} (before)")
     print(f"scheduler: LocalCluster, 1 vs 2 worker processes x 1 thread, worker start {' vs '.join(methods)}; "
-          f"{args.logs} logs x {args.duration:g} s; config {args.config or 'built-in defaults'}; "
+          f"{args.logs} logs x {args.duration:g} s; config {os.path.relpath(args.config) if args.config else 'built-in defaults'}; "
           f"chunk_frames={args.chunk or 'from the config'}; push=False; order 1,2 x {args.repeats}; "
           f"every run in a fresh driver process")
     res: dict[tuple[str, int], list[dict]] = {}
