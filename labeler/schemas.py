@@ -123,8 +123,9 @@ REFINED_3D = TableSpec(
        *_BOX,
        ("category", pa.string(), False),                     # the track's score-weighted class vote
        ("score", pa.float64(), False),                       # track-level confidence (x factor when not detected)
-       ("source", pa.string(), False),                       # detected | interpolated | extrapolated
-       ("raw_object_id", pa.string(), True),                 # predictions_3d object_id it refines; null if filled in
+       ("source", pa.string(), False),                       # detected | interpolated | extrapolated | proposal
+       ("raw_object_id", pa.string(), True),                 # predictions_3d object_id it refines; null if filled
+                                                             # in or a cluster proposal (refine.proposals)
        ("num_points", pa.int32(), False),                    # of the raw detection (0 when filled in)
        ("model_version", pa.string(), False)),
     ("log_id", "timestamp_ns", "object_id"),

@@ -60,6 +60,10 @@ CLASS_LIMITS: tuple[tuple[str, float, float, float, float, float], ...] = (
 CLASS_RELIABILITY = {"car": 1.0, "truck": 0.5, "bus": 0.5, "pedestrian": 0.5, "cyclist": 0.5, "traffic_cone": 0.4}
 # a thin cluster whose top keeps at least this fraction of its width is a vehicle's end face (see _is_end_face)
 END_FACE_TOP_RATIO = 0.55
+# a thin, truck-wide, truck-tall cluster is the rear/front face of a truck or bus seen end-on (GeometricConfig.
+# large_end_faces); its length is unknown, so it gets the class that the tuning logs' end-on misses were most often
+# (trucks 83, buses 44 on held-out logs 000-001): a bus then still matches by position, with the wrong class
+LARGE_END_FACE_CLASS = "truck"
 
 
 @dataclass(frozen=True)
@@ -87,6 +91,10 @@ class GeometricConfig:
     max_fit_points: int = 400         # a rectangle fit uses at most about this many points of a cluster (every k-th)
     extend_partial: bool = True       # grow partially seen objects to their class's typical length/width
     end_faces: bool = True            # recognise the thin rear/front face of a vehicle as a car
+    large_end_faces: bool = False     # recognise the thin rear/front face of a truck or bus (2-3 m wide, >= 2.2 m
+    #                                   tall) as a LARGE_END_FACE_CLASS extended away from the sensor (without it the
+    #                                   face is a crosswise truck). Off for the detector (measured on simulated logs
+    #                                   only); on for cluster proposals (labeler/refine/proposals.py)
     max_floating_m: float = 1.0       # a cluster whose lowest point is higher above ground is not an object on the road
     min_score: float = 0.05           # drop boxes scoring below
 
@@ -295,6 +303,10 @@ def box_from_cluster(xyz: np.ndarray, height: np.ndarray, ground: GroundGrid, cf
         # ... except for the thin rear/front face of a vehicle, whose length runs along the short visible side
         k = 1 - k
         cat, size_fit = "car", size_match("car", ext[k], ext[1 - k], h)
+    if cfg.large_end_faces and _is_large_end_face(ext[k], ext[1 - k], h):
+        k = 1 - k  # the face runs across the vehicle: its length is along the face's thin side
+        cat = LARGE_END_FACE_CLASS
+        size_fit = size_match(cat, ext[k], ext[1 - k], h)
     if cat is None:
         return None
     if cfg.extend_partial:
@@ -368,6 +380,12 @@ def _is_end_face(long: float, short: float, height: float, along: np.ndarray, po
     lo, hi = point_height.min(), point_height.max()
     top = point_height >= lo + 0.6 * (hi - lo)
     return top.sum() >= 2 and np.ptp(along[top]) >= END_FACE_TOP_RATIO * long
+
+
+def _is_large_end_face(long: float, short: float, height: float) -> bool:
+    """A thin, 2-3 m wide, >= 2.2 m tall shape: the rear or front face of a truck or bus seen end-on (a car's
+    face is narrower and lower; a wall segment this short and this thin is rare on a road)."""
+    return 2.0 <= long <= 3.0 and short <= 0.6 and 2.2 <= height <= 4.5
 
 
 def _count_points(xyz: np.ndarray, boxes: np.ndarray) -> np.ndarray:

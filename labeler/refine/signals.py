@@ -144,9 +144,13 @@ def track_flicker(raw: pd.DataFrame, min_hits: int = 3) -> pd.DataFrame:
 # ------------------------------------------------------------------------------------------------ per frame
 
 
-def above_ground_clusters(points, min_points: int = 10) -> np.ndarray:
-    """Above-ground point clusters of one sweep, (K, 6) ``[cx, cy, cz, n_points, extent_x, extent_y]`` (LiDAR
-    frame), using the geometric model's ground grid and DBSCAN (:mod:`labeler.models.geometric`)."""
+def above_ground_groups(points, min_points: int = 10):
+    """The geometric model's above-ground clusters of one sweep (:mod:`labeler.models.geometric`: its ground grid,
+    height band and DBSCAN; LiDAR frame), for :func:`above_ground_clusters` and the cluster proposals
+    (:mod:`labeler.refine.proposals`), which need the points themselves.
+
+    Returns ``(obstacles (M, 3), their heights above the local ground (M,), ground grid or None, GeometricConfig,
+    index arrays into obstacles, one per cluster of min_points..max_cluster_points points)``."""
     from labeler.models.geometric import GeometricConfig, GroundGrid, _groups, cluster
 
     cfg = GeometricConfig()
@@ -155,17 +159,30 @@ def above_ground_clusters(points, min_points: int = 10) -> np.ndarray:
     r = cfg.max_range_m
     p = p[(np.abs(p[:, 0]) < r) & (np.abs(p[:, 1]) < r) & (np.hypot(p[:, 0], p[:, 1]) > cfg.ego_radius_m)]
     if len(p) < min_points:
-        return np.zeros((0, 6))
+        return np.zeros((0, 3)), np.zeros(0), None, cfg, []
     ground = GroundGrid.fit(p, cfg)
     hgt = p[:, 2] - ground.height_at(p[:, :2])
-    obs = p[(hgt > cfg.min_height_m) & (hgt < cfg.max_height_m)]
+    keep = (hgt > cfg.min_height_m) & (hgt < cfg.max_height_m)
+    obs, obs_h = p[keep], hgt[keep]
+    groups = [idx for idx in _groups(cluster(obs, cfg)) if min_points <= len(idx) <= cfg.max_cluster_points]
+    return obs, obs_h, ground, cfg, groups
+
+
+def cluster_summary(obs: np.ndarray, groups: list[np.ndarray]) -> np.ndarray:
+    """(K, 6) ``[cx, cy, cz, n_points, extent_x, extent_y]`` of each cluster (index arrays into ``obs``)."""
     out = []
-    for idx in _groups(cluster(obs, cfg)):
-        if min_points <= len(idx) <= cfg.max_cluster_points:
-            c = obs[idx]
-            ext = c[:, :2].max(0) - c[:, :2].min(0)
-            out.append([*c.mean(0), len(idx), ext[0], ext[1]])
+    for idx in groups:
+        c = obs[idx]
+        ext = c[:, :2].max(0) - c[:, :2].min(0)
+        out.append([*c.mean(0), len(idx), ext[0], ext[1]])
     return np.asarray(out, dtype=np.float64).reshape(-1, 6)
+
+
+def above_ground_clusters(points, min_points: int = 10) -> np.ndarray:
+    """Above-ground point clusters of one sweep, (K, 6) ``[cx, cy, cz, n_points, extent_x, extent_y]`` (LiDAR
+    frame), using the geometric model's ground grid and DBSCAN (:func:`above_ground_groups`)."""
+    obs, _, _, _, groups = above_ground_groups(points, min_points)
+    return cluster_summary(obs, groups)
 
 
 def unexplained_clusters(clusters, boxes, min_points: int = 40, margin_m: float = 0.5,

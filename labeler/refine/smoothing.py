@@ -28,6 +28,7 @@ import pyarrow as pa
 
 from labeler.geometry.boxes import BOX_COLUMNS, transform_boxes, wrap_angle
 from labeler.geometry.transforms import invert
+from labeler.refine.proposals import PROPOSAL_SOURCE, ProposalCfg
 from labeler.refine.tracking import CLASS_ACCEL, DEFAULT_ACCEL, TrackCfg, rts_smooth, to_world, track
 
 REFINED_SCHEMA = pa.schema(
@@ -73,6 +74,8 @@ class RefineCfg:
                                        # the tuning logs: 25.1 % vs 26.8 % box error at 0.5)
     nms_iou: float = 0.1               # per frame, a box overlapping a higher-scored box of the same class group by
                                        # more than this BEV IoU is a duplicate track's and dropped (1: keep all)
+    proposals: ProposalCfg = field(default_factory=ProposalCfg)  # cluster proposals as extra weak detections
+                                       # (labeler/refine/proposals.py; off by default)
 
 
 def _frames(seconds: float, dt_s: float) -> int:
@@ -161,6 +164,16 @@ def _frame_grid(frame_times_ns) -> np.ndarray:
     return np.asarray(sorted(set(int(t) for t in frame_times_ns)), dtype=np.int64)
 
 
+def track_evidence(det: pd.DataFrame, detector_first: bool = True) -> pd.DataFrame:
+    """The rows of one track that give it its score, class and size: with ``detector_first``, its detector rows
+    when it has any (cluster proposals, column ``is_proposal``, then only add frames: they never lower a detected
+    track's score or change its class and size); otherwise, or for a track of proposals alone, every row."""
+    if not detector_first or "is_proposal" not in det.columns:
+        return det
+    mine = det[~det["is_proposal"].astype(bool)]
+    return mine if len(mine) else det
+
+
 def refine_track(det: pd.DataFrame, grid_ns: np.ndarray, cfg: RefineCfg) -> tuple[pd.DataFrame, np.ndarray]:
     """Refined world-frame boxes of one track (rows of :func:`to_world` output sharing a track id).
 
@@ -181,7 +194,9 @@ def refine_track(det: pd.DataFrame, grid_ns: np.ndarray, cfg: RefineCfg) -> tupl
     z_xy[pos] = det[["wx", "wy"]].to_numpy(np.float64)
     rv = np.full(n, 1.0)
     rv[pos] = cfg.track.meas_sigma_m ** 2 / np.maximum(w, 0.1)
-    cat = vote_class(det["category"], w)
+    ev = track_evidence(det, cfg.proposals.detector_first)
+    w_ev = np.clip(ev["score"].to_numpy(np.float64), 0.05, 1.0)
+    cat = vote_class(ev["category"], w_ev)
     states, _ = rts_smooth(g / 1e9, z_xy, rv, CLASS_ACCEL.get(cat, DEFAULT_ACCEL), cfg.track.init_speed_sigma)
     speed = np.hypot(states[:, 2], states[:, 3])
     static = static_spread(det["wx"].to_numpy(), det["wy"].to_numpy(), w) < cfg.static_max_disp_m
@@ -212,7 +227,7 @@ def refine_track(det: pd.DataFrame, grid_ns: np.ndarray, cfg: RefineCfg) -> tupl
     z_full[pos] = det["wz"].to_numpy(np.float64)
     z_full = pd.Series(z_full).interpolate(limit_direction="both").to_numpy()
     z_full = _running_median(z_full, _frames(cfg.z_window_s, dt_s))
-    size = [weighted_quantile(det[c], w, cfg.size_quantile) for c in ("l", "w", "h")]
+    size = [weighted_quantile(ev[c], w_ev, cfg.size_quantile) for c in ("l", "w", "h")]
     # which grid frames to emit: detected ones, and missed ones inside gaps whose detections are <= max_gap_s apart
     has = np.zeros(n, dtype=bool)
     has[pos] = True
@@ -237,7 +252,8 @@ def refine_track(det: pd.DataFrame, grid_ns: np.ndarray, cfg: RefineCfg) -> tupl
 
 
 def suppress_duplicates(rows: list[dict], iou: float) -> list[dict]:
-    """Per frame, drop a refined box whose BEV IoU with a higher-scored box of the same class group exceeds ``iou``
+    """Per frame, drop a refined box whose BEV IoU with a higher-ranked box of the same class group exceeds ``iou``
+    (rank: boxes of tracks with detector boxes first, ``proposals_only`` tracks after them; then score)
     (two tracks on one object: the detector's duplicates become duplicate tracks). Rows hold world boxes in
     ``wbox``; ``iou >= 1`` keeps everything."""
     from labeler.geometry.boxes import bev_iou
@@ -252,7 +268,9 @@ def suppress_duplicates(rows: list[dict], iou: float) -> list[dict]:
     for idx in by_ts.values():
         if len(idx) < 2:
             continue
-        idx = sorted(idx, key=lambda i: -rows[i]["score"])
+        # a track with detector boxes outranks a track of cluster proposals alone (a proposal never removes a
+        # detected object's box), then the higher score wins
+        idx = sorted(idx, key=lambda i: (bool(rows[i].get("proposals_only", False)), -rows[i]["score"]))
         b = np.array([rows[i]["wbox"] for i in idx], dtype=np.float64)
         ov = bev_iou(b, b)
         grp = [group_of(rows[i]["category"]) for i in idx]
@@ -266,7 +284,7 @@ def suppress_duplicates(rows: list[dict], iou: float) -> list[dict]:
 
 
 def refine_log(preds, world_from_lidar: dict[int, np.ndarray], frame_times_ns=None, cfg: RefineCfg = RefineCfg(),
-               log_id: str | None = None) -> tuple[pa.Table, pa.Table]:
+               log_id: str | None = None, proposals=None) -> tuple[pa.Table, pa.Table]:
     """Refine one log's single-frame detections.
 
     Args:
@@ -276,11 +294,15 @@ def refine_log(preds, world_from_lidar: dict[int, np.ndarray], frame_times_ns=No
         world_from_lidar: ``timestamp_ns -> 4x4`` pose of every frame (``Frame.world_from_lidar``).
         frame_times_ns: the log's frame timestamps (default: the keys of ``world_from_lidar``).
         log_id: written into the output (default: ``preds.log_id``).
+        proposals: optional extra detections from another source (cluster proposals,
+            :func:`labeler.refine.proposals.log_proposals`: ``timestamp_ns, object_id, x..yaw, category, score,
+            num_points``), tracked together with ``preds``. A refined box whose detection is a proposal has
+            ``source = "proposal"`` and no ``raw_object_id``; proposals are not rows of ``raw``.
 
     Returns:
         ``(refined, raw)``: ``refined`` (:data:`REFINED_SCHEMA`, LiDAR frame of each frame, score = track score
         blended with the detection's (``detection_weight``; filled-in boxes: track score x factor),
-        ``source`` detected|interpolated, ``raw_object_id`` of the detection it refines or null) and ``raw``
+        ``source`` detected|interpolated|proposal, ``raw_object_id`` of the detection it refines or null) and ``raw``
         (:data:`RAW_SCHEMA`: the input boxes with their ``track_id`` (null: untracked), ``kept`` (its track
         survived) and ``yaw_flipped`` (its heading was fixed by 180 deg)).
     """
@@ -292,6 +314,19 @@ def refine_log(preds, world_from_lidar: dict[int, np.ndarray], frame_times_ns=No
         df["object_id"] = [f"p{k:04d}" for k in range(len(df))]
     if "num_points" not in df.columns:
         df["num_points"] = -1
+    n_raw = len(df)
+    if proposals is not None and len(proposals):
+        pr = pd.DataFrame(proposals).reset_index(drop=True)
+        missing = sorted({"timestamp_ns", *BOX_COLUMNS, "category", "score"} - set(pr.columns))
+        if missing:
+            raise ValueError(f"refine_log: proposals lack column(s) {missing}; build them with "
+                             "labeler.refine.proposals.log_proposals")
+        if "object_id" not in pr.columns:
+            pr["object_id"] = [f"c{k:04d}" for k in range(len(pr))]
+        if "num_points" not in pr.columns:
+            pr["num_points"] = -1
+        df = pd.concat([df, pr], ignore_index=True)
+    is_proposal = np.arange(len(df)) >= n_raw
     grid = _frame_grid(frame_times_ns if frame_times_ns is not None else world_from_lidar.keys())
     raw_track = np.full(len(df), None, dtype=object)
     kept = np.zeros(len(df), dtype=bool)
@@ -299,20 +334,23 @@ def refine_log(preds, world_from_lidar: dict[int, np.ndarray], frame_times_ns=No
     rows = []
     if len(df):
         wdf = to_world(df, world_from_lidar)
+        wdf["is_proposal"] = is_proposal
         tids = track(wdf, grid, cfg.track)
         for tid in np.unique(tids[tids >= 0]):
             sel = wdf[tids == tid]
             for r in sel.index:
                 raw_track[r] = f"t{tid:04d}"
-            n_det = sel["timestamp_ns"].nunique()
-            sc = sel["score"].to_numpy(np.float64)
+            n_det = sel["timestamp_ns"].nunique()  # frames with a detection or a proposal
+            ev = track_evidence(sel, cfg.proposals.detector_first)
+            sc = ev["score"].to_numpy(np.float64)
             tscore = track_score(sc, n_det)
             if (n_det < cfg.min_hits and sc.max() < cfg.strong_score) or tscore < cfg.min_track_score:
                 continue
             out, flips = refine_track(sel, grid, cfg)
             kept[sel.index] = True
             flipped[flips.index] = flips.to_numpy()
-            cat = vote_class(sel["category"], sel["score"])
+            cat = vote_class(ev["category"], ev["score"])
+            proposals_only = bool(is_proposal[sel.index].all())
             for k, r in enumerate(out.itertuples(index=False)):
                 interp = r.source != "detected"
                 if interp:
@@ -321,11 +359,13 @@ def refine_log(preds, world_from_lidar: dict[int, np.ndarray], frame_times_ns=No
                 else:
                     det_score = float(df.at[int(r.raw_index), "score"])
                     box_score = tscore ** (1.0 - cfg.detection_weight) * det_score ** cfg.detection_weight
+                prop = not interp and bool(is_proposal[int(r.raw_index)])
                 rows.append({"timestamp_ns": int(r.timestamp_ns), "track_id": f"t{tid:04d}",
                              "wbox": (r.wx, r.wy, r.wz, r.l, r.w, r.h, r.wyaw), "category": cat,
-                             "score": box_score, "source": r.source,
-                             "raw_object_id": None if interp else str(df.at[int(r.raw_index), "object_id"]),
-                             "num_points": 0 if interp else int(df.at[int(r.raw_index), "num_points"])})
+                             "score": box_score, "source": PROPOSAL_SOURCE if prop else r.source,
+                             "raw_object_id": None if interp or prop else str(df.at[int(r.raw_index), "object_id"]),
+                             "num_points": 0 if interp else int(df.at[int(r.raw_index), "num_points"]),
+                             "proposals_only": proposals_only})
     rows = suppress_duplicates(rows, cfg.nms_iou)
     # back to each frame's LiDAR frame
     boxes = np.zeros((len(rows), 7))
@@ -349,6 +389,7 @@ def refine_log(preds, world_from_lidar: dict[int, np.ndarray], frame_times_ns=No
         for c in ("category", "score", "source", "raw_object_id", "num_points"):
             cols[c].append(r[c])
     refined = pa.table(cols, schema=REFINED_SCHEMA)
+    df, raw_track, kept, flipped = df.iloc[:n_raw], raw_track[:n_raw], kept[:n_raw], flipped[:n_raw]
     raw = pa.table({"log_id": [log_id] * len(df), "timestamp_ns": df["timestamp_ns"].astype(np.int64),
                     "object_id": df["object_id"].astype(str), "track_id": list(raw_track),
                     **{c: df[c].astype(np.float64) for c in BOX_COLUMNS}, "category": df["category"].astype(str),

@@ -303,3 +303,21 @@ def test_speed_on_a_nuscenes_sweep():
         times.append(time.perf_counter() - t0)
     print(f"geometric detector on {len(kf.points)} points: min {min(times):.3f} s, median {np.median(times):.3f} s")
     assert min(times) < 1.0  # measured ~0.05 s on 2 idle cores; generous for loaded CI machines
+
+
+def test_large_end_face_is_a_truck_along_the_line_of_sight_only_when_asked():
+    """The rear face of a truck 30 m ahead (2.5 m wide, 3.2 m tall, thin): by default the face's width is taken
+    for a length (a crosswise truck); with ``large_end_faces`` the truck extends away from the sensor."""
+    from labeler.models.geometric import GeometricConfig, GroundGrid, box_from_cluster
+
+    cfg = GeometricConfig()
+    ys, zs = np.meshgrid(np.arange(-1.25, 1.2501, 0.08), np.arange(0.3, 3.2001, 0.08))
+    face = np.c_[np.full(ys.size, 30.0), ys.ravel(), zs.ravel() - 1.8]
+    gx, gy = np.meshgrid(np.arange(20, 45, 0.5), np.arange(-8, 8, 0.5))
+    ground = GroundGrid.fit(np.c_[gx.ravel(), gy.ravel(), np.full(gx.size, -1.8)], cfg)
+    hgt = face[:, 2] + 1.8
+    across = box_from_cluster(face, hgt, ground, cfg)
+    along = box_from_cluster(face, hgt, ground, GeometricConfig(large_end_faces=True))
+    assert across is not None and abs(np.cos(across[0][6])) < 0.1          # crosswise (yaw ~ 90 deg)
+    box, cat, _ = along
+    assert cat == "truck" and abs(np.sin(box[6])) < 0.05 and box[0] > 33.0 and abs(box[3] - 8.0) < 0.3
