@@ -57,9 +57,30 @@ def _class_scores(text: str | None, flag: str) -> dict:
     return out
 
 
+_NESTED = ("track", "proposals")  # RefineCfg fields that are settings groups: --refine track.<key>=, proposals.<key>=
+
+
+def _parse_value(cur, v: str, kv: str, name: str):
+    """``v`` as the type of the current value ``cur`` (bool: true/false; dict: class=value,class=value)."""
+    from labeler.errors import ConfigError
+
+    if isinstance(cur, bool):
+        if v.strip().lower() in ("true", "1", "yes", "on"):
+            return True
+        if v.strip().lower() in ("false", "0", "no", "off"):
+            return False
+        raise ConfigError(f"--refine {kv!r}: {name} needs true or false")
+    if isinstance(cur, dict):
+        return _class_scores(v, f"--refine {name}")
+    try:
+        return type(cur)(v)
+    except ValueError:
+        raise ConfigError(f"--refine {kv!r}: {name} needs a {type(cur).__name__}") from None
+
+
 def _refine_cfg(items: list[str] | None):
     """``--refine key=value`` overrides of :class:`labeler.refine.smoothing.RefineCfg` (``track.key`` for the
-    tracker's :class:`TrackCfg`)."""
+    tracker's :class:`TrackCfg`, ``proposals.key`` for the cluster proposals' :class:`ProposalCfg`)."""
     import dataclasses
 
     from labeler.errors import ConfigError
@@ -68,20 +89,17 @@ def _refine_cfg(items: list[str] | None):
     cfg = RefineCfg()
     for kv in items or []:
         k, _, v = kv.partition("=")
-        target, name = (cfg.track, k[6:]) if k.startswith("track.") else (cfg, k)
+        group, dot, rest = k.partition(".")
+        target, name = (getattr(cfg, group), rest) if dot and group in _NESTED else (cfg, k)
         fields = {f.name: f for f in dataclasses.fields(target)}
-        if name not in fields or name in ("track", "enabled"):
-            raise ConfigError(f"--refine {kv!r}: unknown setting; known: {sorted(set(fields) - {'track', 'enabled'})} "
-                              "and track.<name>")
-        cur = getattr(target, name)
-        try:
-            val = type(cur)(v)
-        except ValueError:
-            raise ConfigError(f"--refine {kv!r}: {name} needs a {type(cur).__name__}") from None
-        if target is cfg.track:
-            cfg = dataclasses.replace(cfg, track=dataclasses.replace(cfg.track, **{name: val}))
-        else:
+        if name not in fields or (target is cfg and name in (*_NESTED, "enabled")):
+            raise ConfigError(f"--refine {kv!r}: unknown setting; known: {sorted(set(fields) - {*_NESTED, 'enabled'})} "
+                              "and track.<name>, proposals.<name>")
+        val = _parse_value(getattr(target, name), v, kv, name)
+        if target is cfg:
             cfg = dataclasses.replace(cfg, **{name: val})
+        else:
+            cfg = dataclasses.replace(cfg, **{group: dataclasses.replace(target, **{name: val})})
     return cfg
 
 
@@ -176,7 +194,8 @@ def add_bench_parser(sub) -> argparse.ArgumentParser:
                                         "(others: --accept-score)")
     e.add_argument("--accept-refined", help="per-class accept scores for refined boxes (same format)")
     e.add_argument("--refine", action="append", help="refinement setting key=value (labeler.refine.smoothing.RefineCfg; "
-                                                     "track.<key> for the tracker); repeatable")
+                                                     "track.<key> for the tracker, proposals.<key> for cluster proposals, "
+                                                     "e.g. proposals.enabled=true); repeatable")
     e.add_argument("--refine-step", type=int, default=0, help="refine on the detections of every N-th frame (default 0 = "
                                                               "--frame-step: the pipeline's keyframes; 1: every sweep)")
     e.add_argument("--log-index", help="use only these held-out logs (comma-separated indices, e.g. 2,3: the ones the "

@@ -272,6 +272,53 @@ def collect_log(log_path: str, model_spec: str, frame_step: int, cache_dir: str 
     return out
 
 
+def collect_cluster_boxes(log_path: str, frame_step: int, cache_dir: str | None = None) -> dict:
+    """``timestamp_ns -> ClusterBoxes`` (:func:`labeler.refine.proposals.cluster_boxes`) of every evaluation frame
+    of one log, for cluster proposals (the pipeline clusters its kept frames, the benchmark's evaluation frames).
+    Cached as a pickle in ``cache_dir`` (keyed by log, step, the geometric model's version and the log's mtime)."""
+    from labeler.logs.native import read_log_index
+    from labeler.models.geometric import GeometricDetector
+    from labeler.refine.proposals import cluster_boxes
+
+    path = None
+    if cache_dir:
+        os.makedirs(cache_dir, exist_ok=True)
+        st = os.stat(os.path.join(str(log_path), "frames.parquet"))
+        key = (f"{os.path.basename(str(log_path).rstrip('/'))}-clusterboxes-{GeometricDetector(large_end_faces=True).version}-{frame_step}"
+               f"-{int(st.st_mtime)}")
+        path = os.path.join(cache_dir, key + ".pkl")
+        if os.path.exists(path):
+            with open(path, "rb") as f:
+                return pickle.load(f)
+    idx = read_log_index(log_path)
+    out = {}
+    for i in range(0, len(idx), frame_step):
+        fr = idx.load_frame(i, with_images=False)
+        out[int(fr.timestamp_ns)] = cluster_boxes(fr.points)
+    if path:
+        with open(path, "wb") as f:
+            pickle.dump(out, f)
+    return out
+
+
+def bench_proposals(data: dict, preds: pd.DataFrame, cfg: BenchCfg) -> pd.DataFrame | None:
+    """The log's cluster proposals (``cfg.refine.proposals``) on its evaluation frames: clusters unexplained by
+    that frame's detections (``preds``, already above ``pred_min_score``); None when proposals are off."""
+    from labeler.refine.proposals import frame_proposals, log_proposals
+
+    pcfg = cfg.refine.proposals
+    if not pcfg.enabled:
+        return None
+    cbs = data.get("cluster_boxes")
+    if cbs is None:
+        raise ValueError("refine.proposals.enabled needs the evaluation frames' cluster boxes: run_benchmark "
+                         "collects them (collect_cluster_boxes) into data['cluster_boxes']")
+    by_ts = dict(tuple(preds.groupby("timestamp_ns")))
+    empty = preds.iloc[:0]
+    return log_proposals({t: frame_proposals(cb, by_ts.get(t, empty)[list(BOX_COLUMNS)].to_numpy(np.float64), pcfg)
+                          for t, cb in cbs.items()})
+
+
 def _in_range(df: pd.DataFrame, r: float) -> pd.DataFrame:
     return df[np.hypot(df["x"], df["y"]) < r]
 
@@ -291,7 +338,10 @@ def prepare_log(data: dict, refine: bool, cfg: BenchCfg, class_counts=None) -> t
         step = cfg.refine_step or cfg.frame_step
         grid = np.asarray(data["timestamps_ns"])[::step]
         inp = preds[preds["timestamp_ns"].isin(set(grid.tolist()))].reset_index(drop=True)
-        refined, raw = refine_log(inp, data["poses"], grid, cfg=cfg.refine, log_id=data["log_id"])
+        props = bench_proposals(data, inp, cfg)
+        if props is not None:
+            props = props[props["timestamp_ns"].isin(set(grid.tolist()))]
+        refined, raw = refine_log(inp, data["poses"], grid, cfg=cfg.refine, log_id=data["log_id"], proposals=props)
         labels = refined.to_pandas()
         raw = raw.to_pandas()
         flick = track_flicker(raw, scfg.min_hits)
@@ -381,6 +431,8 @@ def run_benchmark(log_paths: list[str], model_spec: str = "geometric", cfg: Benc
         if progress:
             progress(f"collect {p}")
         datas.append(collect_log(p, model_spec, cfg.frame_step, cache_dir))
+        if cfg.refine.proposals.enabled:
+            datas[-1] = {**datas[-1], "cluster_boxes": collect_cluster_boxes(p, cfg.frame_step, cache_dir)}
     gt = pd.concat([gt_at(d, cfg) for d in datas], ignore_index=True)
     eval_ts = {d["log_id"]: set(d["eval"]) for d in datas}
     cc = pd.concat([d["corner_cases"] for d in datas], ignore_index=True)
