@@ -2,8 +2,8 @@
 reading/writing the log's own table parts).
 
 * :func:`refine_and_score_log` - offboard refinement of the log's predictions (``refine_log``: tracks, one size
-  per track, smoothing, gaps filled; written to ``refined_3d`` and ``tracks_3d`` next to the raw
-  ``predictions_3d``) and the per-frame uncertainty signals (:func:`labeler.refine.signals.frame_signals`:
+  per track, smoothing, gaps filled, with ``refine.proposals`` the kept frames' cluster proposals tracked too;
+  written to ``refined_3d`` and ``tracks_3d`` next to the raw ``predictions_3d``) and the per-frame uncertainty signals (:func:`labeler.refine.signals.frame_signals`:
   score band, TTA disagreement, likely false positives, rarity, track flicker, above-ground clusters no kept label
   explains, ego stopped, sensor health) -> frame priority with reasons.
 * :func:`write_accepted` - after selection: the labels of the log's auto-accepted frames with their provenance
@@ -22,6 +22,7 @@ import pyarrow.compute  # noqa: F401  (pa.compute)
 from labeler.geometry.boxes import BOX_COLUMNS
 from labeler.io.tables import write_part
 from labeler.pipeline.config import SelectionCfg
+from labeler.refine.proposals import PROPOSAL_COLUMNS, log_proposals
 from labeler.refine.signals import SignalCfg, frame_signals, track_flicker
 from labeler.refine.smoothing import RefineCfg, refine_log
 from labeler.schemas import ACCEPTED_3D, CONTEXT_3D, PREDICTIONS_3D, REFINED_3D, TRACKS_3D, to_table
@@ -73,8 +74,10 @@ def refine_and_score_log(results: list, run_id: str, run_dir: str, rcfg: RefineC
         ctx_poses = {int(t): np.asarray(T, dtype=np.float64) for r in results for t, T in r.context_poses.items()}
         ctx = read_log_predictions(run_dir, [r.chunk.part for r in results], CONTEXT_3D.name) if ctx_poses else preds.iloc[:0]
         inp = pd.concat([preds, ctx], ignore_index=True) if len(ctx) else preds
+        props = log_proposals({t: pd.DataFrame(inputs[t].get("proposals") or [], columns=PROPOSAL_COLUMNS[2:])
+                               for t in times.tolist()}) if rcfg.proposals.enabled else None
         refined, raw = refine_log(inp, {**ctx_poses, **poses}, np.array(sorted(set(times.tolist()) | set(ctx_poses))),
-                                  cfg=rcfg, log_id=log_id)
+                                  cfg=rcfg, log_id=log_id, proposals=props)
         if ctx_poses:  # refined boxes and raw rows of the kept frames only (context frames are not labelled)
             keyframes = pa.array(times)
             refined = refined.filter(pa.compute.is_in(refined.column("timestamp_ns"), value_set=keyframes))

@@ -196,7 +196,8 @@ def run_pipeline(cfg: PipelineConfig, progress: bool = True, push: bool = True, 
         chunks = submission_order(chunks, sum(client.nthreads().values()), {i.log_id: i.detector_frames for i in infos})
         futs = client.map(steps.process_chunk, chunks, run_id=run_id, run_dir=run_dir, pipeline_version=pipeline_version,
                           fcfg=cfg.filter, mcfg=cfg.model, scfg=cfg.scoring, sigcfg=cfg.signals,
-                          context_hz=context_hz, pure=False)
+                          context_hz=context_hz, proposals=cfg.refine.proposals if cfg.refine.enabled else None,
+                          pure=False)
         # one refine + signals task per log, started as soon as that log's chunks are done (futures as arguments),
         # ahead of the chunks still waiting (priority): the other workers keep taking chunks meanwhile
         by_log = defaultdict(list)

@@ -32,6 +32,7 @@ from labeler.pipeline import filters
 from labeler.pipeline.rules import compile_rules
 from labeler.pipeline.config import FilterCfg, ModelCfg, RenderCfg, ScoringCfg
 from labeler.pipeline.scoring import score_frame
+from labeler.refine.proposals import ProposalCfg
 from labeler.refine.signals import SignalCfg
 from labeler.schemas import BOXES_2D, CONTEXT_3D, PREDICTIONS_3D, REFINED_3D, to_table
 
@@ -69,7 +70,8 @@ class ChunkResult:
     num_predictions: int = 0
     model_version: str = ""
     # per kept frame, the inputs of the log-level signals: timestamp_ns, world_from_lidar (4x4 list), health flags,
-    # above-ground clusters ((K, 6) list, see labeler.refine.signals.above_ground_clusters), ego speed
+    # above-ground clusters ((K, 6) list, see labeler.refine.signals.above_ground_clusters), ego speed, cluster
+    # proposals (list of labeler.refine.proposals.frame_proposals rows, or None when refine.proposals is off)
     signal_inputs: list[dict] = field(default_factory=list)
     poses_known: bool = True      # the log has ego poses and is a time sequence (refinement needs both)
     context_poses: dict = field(default_factory=dict)  # timestamp_ns -> world_from_lidar of tracking-context frames
@@ -143,12 +145,17 @@ def get_model(cfg: ModelCfg):
 
 
 def process_chunk(chunk: Chunk, run_id: str, run_dir: str, pipeline_version: str, fcfg: FilterCfg,
-                  mcfg: ModelCfg, scfg: ScoringCfg, sigcfg: SignalCfg = SignalCfg(), context_hz: float = 0.0) -> ChunkResult:
+                  mcfg: ModelCfg, scfg: ScoringCfg, sigcfg: SignalCfg = SignalCfg(), context_hz: float = 0.0,
+                  proposals: ProposalCfg | None = None) -> ChunkResult:
     """Ingest, filter, pre-label, project and score frames [start, stop) of one log; also the per-frame inputs
     of the log-level signals that need the points (above-ground clusters), since the points live only here.
 
     ``context_hz`` > 0: frames dropped only for the keyframe rate also go through the detector (at most that rate)
-    and their boxes are written to ``context_3d``: tracking context for refinement, not labels."""
+    and their boxes are written to ``context_3d``: tracking context for refinement, not labels.
+
+    ``proposals`` enabled: each kept frame's clusters also get the geometric model's box, and the ones no detection
+    explains go to the log-level refinement as cluster proposals (``signal_inputs[...]["proposals"]``)."""
+    from labeler.refine.proposals import cluster_boxes, frame_proposals
     from labeler.refine.signals import above_ground_clusters
 
     idx = _index(chunk.log_path, chunk.format)
@@ -242,11 +249,18 @@ def process_chunk(chunk: Chunk, run_id: str, run_dir: str, pipeline_version: str
                                 "run_id": run_id, "x1": bx[k, 0], "y1": bx[k, 1], "x2": bx[k, 2], "y2": bx[k, 3],
                                 "truncation": float(trunc[k]), "depth_m": float(depth[k]), "category": str(cats[k]),
                                 "score": float(scores[k]), "model_version": model.version})
-            clusters = above_ground_clusters(frame.points) if sigcfg.above_ground_clusters else None
+            props = None
+            if proposals is not None and proposals.enabled:  # one clustering pass for the signal and the proposals
+                cb = cluster_boxes(frame.points, fit_min_points=proposals.min_points)
+                clusters = cb.clusters if sigcfg.above_ground_clusters else None
+                props = frame_proposals(cb, boxes, proposals).to_dict("records")
+            else:
+                clusters = above_ground_clusters(frame.points) if sigcfg.above_ground_clusters else None
             res.signal_inputs.append({"timestamp_ns": int(frame.timestamp_ns),
                                       "world_from_lidar": np.asarray(frame.world_from_lidar, dtype=np.float64).tolist(),
                                       "health": list(flags), "speed_mps": float(row["ego_speed_mps"]),
-                                      "clusters": None if clusters is None else clusters.tolist()})
+                                      "clusters": None if clusters is None else clusters.tolist(),
+                                      "proposals": props})
             fs_ = score_frame(boxes, cats, scores, npts, flags, scfg, uncertainty=unc)
             res.scores.append({"log_id": frame.log_id, "timestamp_ns": frame.timestamp_ns, "run_id": run_id,
                                "confidence": fs_.confidence, "priority": fs_.priority, "reasons": fs_.reasons,

@@ -130,3 +130,29 @@ def test_context_frames_feed_refinement_but_are_never_labels(tmp_path):
     assert len(trk) == len(raw) and set(trk.timestamp_ns) <= set(kept.timestamp_ns)
     det = ref[ref.source == "detected"]
     assert set(zip(det.timestamp_ns, det.raw_object_id)) <= set(zip(raw.timestamp_ns, raw.object_id))
+
+
+def test_cluster_proposals_feed_refinement_but_never_raw_tables(tmp_path):
+    """refine.proposals enabled: the kept frames' unexplained clusters become weak detections in refinement;
+    refined boxes from them say ``source = proposal`` with no raw row, and predictions_3d / tracks_3d stay the
+    detector's."""
+    from labeler.simulate import SimConfig, simulate_logs
+
+    sim = SimConfig(duration_s=3.0, azimuth_res_deg=0.4, cameras=("front",), image_width=160, image_height=90)
+    simulate_logs(str(tmp_path / "logs"), num_logs=1, seed=5, cfg=sim, workers=1, progress=False)
+    # a high proposal score and a low point count so that this short log has proposals that survive
+    cfg = load_config(REPO / "pipelines" / "nightly.yaml", {
+        "night": "props", "simulate.enabled": False, "dask.n_workers": 1, "refine.context_hz": 0.0,
+        "refine.proposals.enabled": True, "refine.proposals.min_points": 10,
+        "refine.proposals.score": 0.9}).resolved(str(tmp_path))
+    s = run_pipeline(cfg, progress=False, push=False)
+    run = cfg.output_dir
+    ref = read_table(run, "refined_3d").to_pandas()
+    raw = read_table(run, "predictions_3d").to_pandas()
+    trk = read_table(run, "tracks_3d").to_pandas()
+    assert s.reconciles
+    prop = ref[ref.source == "proposal"]
+    assert len(prop) > 0 and prop.raw_object_id.isna().all()
+    assert sorted(zip(trk.timestamp_ns, trk.object_id)) == sorted(zip(raw.timestamp_ns, raw.object_id))
+    det = ref[ref.source == "detected"]
+    assert set(zip(det.timestamp_ns, det.raw_object_id)) <= set(zip(raw.timestamp_ns, raw.object_id))
