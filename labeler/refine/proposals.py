@@ -44,7 +44,8 @@ class ProposalCfg:
     score: float = 0.35              # detection score of a proposal (low: a track of proposals alone scores
                                      # score x (1 - exp(-n / 4)) after n frames, under every refined accept score)
     score_by_class: dict = field(default_factory=lambda: dict(NO_PROPOSALS_BUT_TRUCKS))  # class -> score,
-                                     # overriding ``score``; 0 = never propose the class
+                                     # overriding ``score``; 0 = never propose the class. A value given in a
+                                     # YAML or with --refine replaces the whole mapping (name every class to keep off)
     margin_m: float = 0.5            # a cluster whose centre lies in a detection's BEV footprint grown by this is
                                      # explained (as in the missed_cluster signal)
     max_range_m: float = 55.0        # no proposals farther than this from the LiDAR
