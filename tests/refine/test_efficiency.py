@@ -43,6 +43,7 @@ def test_corner_events_and_coverage():
     assert ev["event"].nunique() == 3     # one track, two separate stops
     cov = corner_coverage(ev, {("L", 5)})
     assert abs(cov["event_coverage"] - 2 / 3) < 1e-9 and cov["corner_frames"] == 4 and cov["frame_coverage"] == 0.25
+    assert cov["missed_events"] == ["L|stationary|1"]   # the second stop, 100 s later, was not reviewed
 
 
 def test_run_benchmark_end_to_end_with_the_geometric_model(tmp_path):
