@@ -206,6 +206,16 @@ def select(strategy: str, frames: pd.DataFrame, budget: float, cfg: BenchCfg) ->
 # ------------------------------------------------------------------------------------------------ I/O
 
 
+def _cache_path(cache_dir: str | None, log_path: str, tag: str) -> str | None:
+    """``<cache_dir>/<log name>-<tag>-<mtime of frames.parquet>.pkl`` (None without a cache dir): a log rewritten
+    in place gets a new key."""
+    if not cache_dir:
+        return None
+    os.makedirs(cache_dir, exist_ok=True)
+    st = os.stat(os.path.join(str(log_path), "frames.parquet"))
+    return os.path.join(cache_dir, f"{os.path.basename(str(log_path).rstrip('/'))}-{tag}-{int(st.st_mtime)}.pkl")
+
+
 def _model_key(model_spec: str) -> str:
     return hashlib.sha1(model_spec.encode()).hexdigest()[:10]
 
@@ -220,19 +230,13 @@ def collect_log(log_path: str, model_spec: str, frame_step: int, cache_dir: str 
     from labeler.refine.bank import resolve_model
     from labeler.refine.signals import above_ground_clusters
 
-    path = None
     model = resolve_model(model_spec)
-    if cache_dir:
-        # keyed by the model's version (it hashes the weights: retrained weights never reuse stale predictions)
-        os.makedirs(cache_dir, exist_ok=True)
-        st = os.stat(os.path.join(str(log_path), "frames.parquet"))
-        version = str(getattr(model, "version", ""))
-        key = (f"{os.path.basename(str(log_path).rstrip('/'))}-{_model_key(model_spec + '|' + version)}-{frame_step}"
-               f"-{int(st.st_mtime)}")
-        path = os.path.join(cache_dir, key + ".pkl")
-        if os.path.exists(path):
-            with open(path, "rb") as f:
-                return pickle.load(f)
+    # keyed by the model's version (it hashes the weights: retrained weights never reuse stale predictions)
+    version = str(getattr(model, "version", ""))
+    path = _cache_path(cache_dir, log_path, f"{_model_key(model_spec + '|' + version)}-{frame_step}")
+    if path and os.path.exists(path):
+        with open(path, "rb") as f:
+            return pickle.load(f)
     idx = read_log_index(log_path)
     fcfg = FilterCfg()
     rows, eval_info = [], {}
@@ -281,16 +285,10 @@ def collect_cluster_boxes(log_path: str, frame_step: int, cache_dir: str | None 
     from labeler.models.geometric import GeometricDetector
     from labeler.refine.proposals import cluster_boxes
 
-    path = None
-    if cache_dir:
-        os.makedirs(cache_dir, exist_ok=True)
-        st = os.stat(os.path.join(str(log_path), "frames.parquet"))
-        key = (f"{os.path.basename(str(log_path).rstrip('/'))}-clusterboxes-{GeometricDetector(large_end_faces=True).version}-{frame_step}"
-               f"-{int(st.st_mtime)}")
-        path = os.path.join(cache_dir, key + ".pkl")
-        if os.path.exists(path):
-            with open(path, "rb") as f:
-                return pickle.load(f)
+    path = _cache_path(cache_dir, log_path, f"clusterboxes-{GeometricDetector(large_end_faces=True).version}-{frame_step}")
+    if path and os.path.exists(path):
+        with open(path, "rb") as f:
+            return pickle.load(f)
     idx = read_log_index(log_path)
     out = {}
     for i in range(0, len(idx), frame_step):
