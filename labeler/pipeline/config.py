@@ -56,8 +56,14 @@ class FilterCfg:
     drop_broken_camera_frames: bool = False  # False: a bad camera is a corner-case reason, not a drop
     night_brightness: float = 60.0        # mean camera brightness below: tag "night", else "day"
     speed_bins_mps: tuple = (0.5, 5.0, 15.0)  # tags speed:stopped | slow | medium | fast
+    model_tag_score: float = 0.5          # model-derived tags (kept frames, after the detector) count boxes scoring
+                                          # at least this: obj:<class> per class present, ...
+    crowded_min_objects: int = 20         # ... "crowded" with at least this many boxes, ...
+    vru_near_m: float = 10.0              # ... "vru_near" with a pedestrian or cyclist closer than this (BEV, m)
     drop_rules: dict = field(default_factory=dict)  # name -> rule; a matching frame is dropped as "rule:<name>"
     flag_rules: dict = field(default_factory=dict)  # name -> rule; a matching kept frame gets reason "rule:<name>"
+                                                    # (flag rules see the model-derived tags too; drop rules run
+                                                    # before the detector, so they cannot)
 
 
 @dataclass(frozen=True)
@@ -249,7 +255,11 @@ def _validate(cfg: PipelineConfig, source: str) -> None:
     from labeler.logs.registry import READERS
     from labeler.pipeline.rules import compile_rules
 
-    compile_rules(cfg.filter.drop_rules, f"{source}: filter.drop_rules")
+    for rule in compile_rules(cfg.filter.drop_rules, f"{source}: filter.drop_rules"):
+        if rule.model_tags():
+            raise ConfigError(f"{source}: filter.drop_rules: rule {rule.name!r} uses the model-derived tag "
+                              f"{rule.model_tags()[0]!r}, but drop rules run before the detector; move the rule to "
+                              "filter.flag_rules (a matching kept frame is then flagged for review)")
     compile_rules(cfg.filter.flag_rules, f"{source}: filter.flag_rules")
     if list(cfg.filter.speed_bins_mps) != sorted(cfg.filter.speed_bins_mps):
         raise ConfigError(f"{source}: filter.speed_bins_mps must be increasing, got {cfg.filter.speed_bins_mps}")

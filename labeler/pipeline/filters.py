@@ -155,6 +155,32 @@ def scenario_tags(images: Mapping[str, np.ndarray], speed_mps: float, cfg: Filte
     return tags, brightness
 
 
+MODEL_TAGS = ("crowded", "vru_near")
+"""Model-derived tags besides ``obj:<class>`` (:func:`model_tags`)."""
+VRU_CLASSES = ("pedestrian", "cyclist")
+
+
+def is_model_tag(tag: str) -> bool:
+    return tag.startswith("obj:") or tag in MODEL_TAGS
+
+
+def model_tags(categories, scores, boxes, cfg: FilterCfg) -> list[str]:
+    """Model-derived scenario tags of a kept frame from its detections (LiDAR frame): ``obj:<class>`` for every class
+    with a box scoring >= ``model_tag_score`` (sorted), ``crowded`` with at least ``crowded_min_objects`` such boxes,
+    ``vru_near`` when such a pedestrian or cyclist is closer than ``vru_near_m`` (BEV)."""
+    s = np.asarray(scores, dtype=np.float64).reshape(-1)
+    ok = s >= cfg.model_tag_score
+    cats = np.asarray(categories, dtype=object).reshape(-1)[ok]
+    b = np.asarray(boxes, dtype=np.float64).reshape(-1, 7)[ok]
+    tags = [f"obj:{c}" for c in sorted({str(c) for c in cats})]
+    if ok.sum() >= cfg.crowded_min_objects:
+        tags.append("crowded")
+    vru = np.isin(cats.astype(str), VRU_CLASSES) if len(cats) else np.zeros(0, dtype=bool)
+    if vru.any() and (np.hypot(b[vru, 0], b[vru, 1]) < cfg.vru_near_m).any():
+        tags.append("vru_near")
+    return tags
+
+
 def ego_speed_mps(timestamps_ns: np.ndarray, world_from_ego: np.ndarray) -> np.ndarray:
     """Ego speed per frame (m/s) by central differences of the pose positions."""
     t = np.asarray(timestamps_ns, dtype=np.float64) / 1e9

@@ -6,7 +6,10 @@ A rule is a Python-like boolean expression, parsed once at config load time and 
 Names a rule may use (:data:`RULE_FIELDS`):
 ``speed_mps``, ``num_points``, ``frame_index``, ``log_id``, ``brightness`` (mean camera brightness 0-255),
 ``hour`` (UTC hour of the frame), and ``tag`` / ``tags``: ``tag == "night"`` is true when the frame has that tag,
-``tag != "night"`` when it has not, ``"night" in tags`` likewise.
+``tag != "night"`` when it has not, ``"night" in tags`` likewise. Tags are the scenario tags (``day``/``night``,
+``speed:<bin>``) and, for kept frames after the detector, the model-derived ones
+(:func:`labeler.pipeline.filters.model_tags`: ``obj:<class>``, ``crowded``, ``vru_near``); only flag rules see
+those, since drop rules run before the detector (:meth:`Rule.model_tags` lets the config refuse such a drop rule).
 """
 
 from __future__ import annotations
@@ -33,6 +36,13 @@ class Rule:
 
     def __call__(self, fields: dict) -> bool:
         return bool(_eval(self.tree.body, fields))
+
+    def model_tags(self) -> list[str]:
+        """The model-derived tags the rule names (string constants such as ``"obj:bus"`` or ``"crowded"``)."""
+        from labeler.pipeline.filters import is_model_tag
+
+        return [n.value for n in ast.walk(self.tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)
+                and is_model_tag(n.value)]
 
 
 def compile_rule(name: str, text: str, where: str = "filter rules") -> Rule:

@@ -198,7 +198,6 @@ def process_chunk(chunk: Chunk, run_id: str, run_dir: str, pipeline_version: str
             drop = next((f"rule:{r.name}" for r in drop_rules if r(fields)), None)
         if drop is None:
             drop = decisions[i]
-        flags = flags + [f"rule:{r.name}" for r in flag_rules if r(fields)]
         T = frame.world_from_ego
         row = {"log_id": idx.log_id, "timestamp_ns": ts, "run_id": run_id, "frame_index": i,
                "lidar_file": frame.lidar_file, "num_points": int(len(frame.points)),
@@ -207,7 +206,7 @@ def process_chunk(chunk: Chunk, run_id: str, run_dir: str, pipeline_version: str
                "filter_reason": drop, "outcome": "filtered" if drop else "pending", "pipeline_version": pipeline_version}
         res.frames.append(row)
         if drop is None:
-            kept.append((frame, flags + cam_flags, row))
+            kept.append((frame, flags + cam_flags, row, fields))
             last_used = ts
         elif (period_ns and drop == filters.DROP_NOT_KEYFRAME
               and (last_used is None or ts - last_used >= 0.9 * period_ns)):
@@ -222,15 +221,18 @@ def process_chunk(chunk: Chunk, run_id: str, run_dir: str, pipeline_version: str
     for s in range(0, len(kept), max(1, mcfg.batch_frames)):
         batch = kept[s : s + mcfg.batch_frames]
         try:
-            dets = model.predict([f for f, _, _ in batch])
+            dets = model.predict([f for f, _, _, _ in batch])
         except LabelerError as e:
             raise LabelerError(f"model {mcfg.name} failed on log {idx.log_id}: {e}") from e
-        for (frame, flags, row), det in zip(batch, dets):
+        for (frame, flags, row, fields), det in zip(batch, dets):
             keep = np.asarray(det.scores) >= mcfg.score_threshold
             boxes = np.asarray(det.boxes)[keep]
             cats = np.asarray(det.categories)[keep]
             scores = np.asarray(det.scores, dtype=np.float64)[keep]
             npts = np.asarray(det.num_points)[keep]
+            # model-derived scenario tags, then the flag rules, which may use them
+            row["tags"] = fields["tags"] = list(row["tags"]) + filters.model_tags(cats, scores, boxes, fcfg)
+            flags = flags + [f"rule:{r.name}" for r in flag_rules if r(fields)]
             unc = None if getattr(det, "uncertainty", None) is None else np.asarray(det.uncertainty, dtype=np.float64)[keep]
             ids = [f"p{k:03d}" for k in range(len(boxes))]
             for k in range(len(boxes)):

@@ -129,3 +129,15 @@ def test_lazy_image_means_match_full_images():
         Image.fromarray(img).save(buf, format="JPEG", quality=90)
         lazy = LazyImages({"c": EncodedImage(buf.getvalue(), "c", 0)})
         assert abs(filters.image_means(lazy)["c"] - img.mean()) < 1.0
+
+
+def test_model_tags_from_detections():
+    cfg = FilterCfg(model_tag_score=0.5, crowded_min_objects=3, vru_near_m=10.0)
+    boxes = np.array([[5, 0, 0, 4, 2, 1.5, 0], [30, 5, 0, 12, 2.5, 3.2, 0], [8, 3, 0, 0.6, 0.6, 1.7, 0],
+                      [40, 0, 0, 0.6, 0.6, 1.7, 0]], dtype=float)
+    cats = ["car", "bus", "pedestrian", "pedestrian"]
+    # the near pedestrian scores under the tag score: only the far one counts, so no vru_near
+    assert filters.model_tags(cats, [0.9, 0.7, 0.3, 0.8], boxes, cfg) == ["obj:bus", "obj:car", "obj:pedestrian", "crowded"]
+    assert filters.model_tags(cats, [0.9, 0.2, 0.6, 0.1], boxes, cfg) == ["obj:car", "obj:pedestrian", "vru_near"]
+    assert filters.model_tags([], [], np.zeros((0, 7)), cfg) == []
+    assert filters.is_model_tag("obj:bus") and filters.is_model_tag("crowded") and not filters.is_model_tag("night")

@@ -65,7 +65,8 @@ def test_nightly_job_into_label_studio(sim_logs, studio, studio_client, tmp_path
     broken = _corrupt(state / "logs", logs)
     overrides = {"night": "test-night", "studio.project_title": f"test nightly {time.time_ns()}",
                  "studio.url": studio.url, "simulate.enabled": False, "input.chunk_frames": 25,
-                 "selection.budget_fraction": 0.3, "filter.keyframe_hz": 5.0}
+                 "selection.budget_fraction": 0.3, "filter.keyframe_hz": 5.0,
+                 "filter.flag_rules": {"bus_seen": 'tag == "obj:bus" or tag == "obj:truck"'}}
     if studio.document_root is None:
         pytest.skip("the external Label Studio's document root is unknown: set LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT")
     monkeypatch.setenv("LABEL_STUDIO_API_KEY", studio.api_key)
@@ -102,6 +103,15 @@ def test_nightly_job_into_label_studio(sim_logs, studio, studio_client, tmp_path
     assert set(preds.run_id) == {s1.run_id} and preds.model_version.str.startswith(cfg.model.name).all()
     # the selection respects the budget
     assert s1.review <= int(np.ceil(0.3 * len(kept)))
+    # model-derived tags on kept frames (filtered frames never saw the detector), and a flag rule over them
+    confident = preds[preds.score >= cfg.filter.model_tag_score]
+    for fr in kept.itertuples():
+        on = set(confident[(confident.log_id == fr.log_id) & (confident.timestamp_ns == fr.timestamp_ns)].category)
+        assert {t for t in fr.tags if t.startswith("obj:")} == {f"obj:{c}" for c in on}
+    assert not any(t.startswith("obj:") for ts in frames[frames.outcome == "filtered"].tags for t in ts)
+    big = {(r.log_id, r.timestamp_ns) for r in kept.itertuples() if {"obj:bus", "obj:truck"} & set(r.tags)}
+    flagged = {(r.log_id, r.timestamp_ns) for r in scores.itertuples() if "rule:bus_seen" in list(r.reasons)}
+    assert big and flagged == big
 
     # Label Studio has exactly one task per review frame, with a prediction holding the boxes
     tasks = _tasks(studio_client, s1.project_id)

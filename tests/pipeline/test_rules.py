@@ -30,3 +30,17 @@ def test_bad_rules_are_refused_at_load_time(tmp_path, text, msg):
     with pytest.raises(ConfigError, match="fast_night") as e:
         load_config(p)
     assert msg in str(e.value)
+
+
+def test_model_tags_only_in_flag_rules(tmp_path):
+    fields = {**FIELDS, "tags": ["day", "speed:slow", "obj:bus", "vru_near"]}
+    assert compile_rule("r", 'tag == "obj:bus" and "vru_near" in tags')(fields)
+    assert compile_rule("r", 'tag == "obj:bus" and speed_mps > 5').model_tags() == ["obj:bus"]
+    assert compile_rule("r", 'tag == "night"').model_tags() == []
+    ok = tmp_path / "ok.yaml"
+    ok.write_text("filter:\n  flag_rules:\n    crowd: 'tag == \"crowded\"'\n")
+    assert load_config(ok).filter.flag_rules == {"crowd": 'tag == "crowded"'}
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("filter:\n  drop_rules:\n    no_bus: 'tag == \"obj:bus\"'\n")
+    with pytest.raises(ConfigError, match="no_bus.*obj:bus.*before the detector.*flag_rules"):
+        load_config(bad)
