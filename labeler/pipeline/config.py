@@ -44,6 +44,9 @@ class FilterCfg:
     max_nonfinite_fraction: float = 0.0   # any NaN/inf beyond this fraction = broken sweep
     sector_bins: int = 36                 # azimuth bins of 10 deg for the empty-sector check
     max_empty_sector_deg: float = 30.0    # a contiguous empty azimuth gap wider than this = sector dropout
+    sector_min_range_m: float = 1.0       # returns closer than this do not fill a sector (sensor housing); a vehicle
+                                          # 2 m away does: an occluded sector is not a dead one (3 m flagged the
+                                          # ego waiting beside a truck in held-out log 001 on 20 frames)
     camera_black_mean: float = 15.0       # mean brightness (0-255) below: black camera frame
     camera_overexposed_mean: float = 240.0  # above: over-exposed camera frame
     max_camera_skew_ms: float = 50.0      # |camera time - LiDAR time| above: out of sync

@@ -45,14 +45,17 @@ def lidar_health(points: np.ndarray, cfg: FilterCfg) -> tuple[str | None, list[s
     if n_finite < cfg.min_points:
         return DROP_LIDAR_TOO_FEW, []
     flags = []
-    if largest_empty_sector_deg(points[finite], cfg.sector_bins * 4) > cfg.max_empty_sector_deg:
+    if largest_empty_sector_deg(points[finite], cfg.sector_bins * 4, cfg.sector_min_range_m) > cfg.max_empty_sector_deg:
         flags.append(FLAG_SECTOR_DROPOUT)
     return None, flags
 
 
-def largest_empty_sector_deg(points: np.ndarray, bins: int = 144, min_range_m: float = 3.0,
+def largest_empty_sector_deg(points: np.ndarray, bins: int = 144, min_range_m: float = 1.0,
                              max_points: int = 8192) -> float:
     """Widest contiguous azimuth gap (degrees) without returns beyond ``min_range_m`` (wraps around 360).
+
+    A dead sector returns nothing at any range; a sector a vehicle blocks from 2 m away returns only from that
+    vehicle, so returns close to the sensor count (``min_range_m`` only skips returns from the sensor housing).
 
     At most ``max_points`` evenly strided points are used (a 35k-point sweep still puts ~50 in every 2.5 deg bin).
     """

@@ -231,14 +231,15 @@ def collect_log(log_path: str, model_spec: str, frame_step: int, cache_dir: str 
     from labeler.refine.signals import above_ground_clusters
 
     model = resolve_model(model_spec)
-    # keyed by the model's version (it hashes the weights: retrained weights never reuse stale predictions)
+    # keyed by the model's version (it hashes the weights: retrained weights never reuse stale predictions) and by
+    # the filter settings the sensor-health flags come from
     version = str(getattr(model, "version", ""))
-    path = _cache_path(cache_dir, log_path, f"{_model_key(model_spec + '|' + version)}-{frame_step}")
+    fcfg = FilterCfg()
+    path = _cache_path(cache_dir, log_path, f"{_model_key(model_spec + '|' + version + '|' + repr(fcfg))}-{frame_step}")
     if path and os.path.exists(path):
         with open(path, "rb") as f:
             return pickle.load(f)
     idx = read_log_index(log_path)
-    fcfg = FilterCfg()
     rows, eval_info = [], {}
     poses = {}
     for i in range(len(idx)):

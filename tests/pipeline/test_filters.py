@@ -40,6 +40,21 @@ def test_sector_dropout_is_flagged_with_its_width():
     assert 37.5 <= filters.largest_empty_sector_deg(_wrap_gap()) <= 42.5
 
 
+def test_a_sector_blocked_by_a_near_vehicle_is_not_a_dropout():
+    # the ego waits beside a truck: 40 deg of the sweep returns only from its side, 2.2-2.9 m away
+    rng = np.random.default_rng(1)
+    p = _ring(gap=(230, 270))
+    az = np.radians(rng.uniform(230, 270, 3000))
+    r = rng.uniform(2.2, 2.9, 3000)
+    side = np.stack([r * np.cos(az), r * np.sin(az), rng.uniform(-1.5, 0.5, 3000), np.ones(3000)], 1).astype(np.float32)
+    assert filters.lidar_health(np.concatenate([p, side]), FilterCfg()) == (None, [])
+    # the same sweep without the truck is a dead sector; so is one whose only returns there are the housing's
+    assert filters.lidar_health(p, FilterCfg())[1] == [filters.FLAG_SECTOR_DROPOUT]
+    housing = side.copy()
+    housing[:, :2] *= 0.3 / 2.5  # 0.26-0.35 m from the sensor
+    assert filters.lidar_health(np.concatenate([p, housing]), FilterCfg())[1] == [filters.FLAG_SECTOR_DROPOUT]
+
+
 def _wrap_gap():
     p = _ring()
     az = np.degrees(np.arctan2(p[:, 1], p[:, 0])) % 360
