@@ -174,6 +174,11 @@ def track_evidence(det: pd.DataFrame, detector_first: bool = True) -> pd.DataFra
     return mine if len(mine) else det
 
 
+def _score_weights(det: pd.DataFrame) -> np.ndarray:
+    """Per-detection weights of a track's estimates: the score, clipped to [0.05, 1]."""
+    return np.clip(det["score"].to_numpy(np.float64), 0.05, 1.0)
+
+
 def refine_track(det: pd.DataFrame, grid_ns: np.ndarray, cfg: RefineCfg) -> tuple[pd.DataFrame, np.ndarray]:
     """Refined world-frame boxes of one track (rows of :func:`to_world` output sharing a track id).
 
@@ -182,7 +187,7 @@ def refine_track(det: pd.DataFrame, grid_ns: np.ndarray, cfg: RefineCfg) -> tupl
     det = det.sort_values(["timestamp_ns", "score"], ascending=[True, False])
     det = det[~det["timestamp_ns"].duplicated()]  # one detection per frame (the tracker never assigns two)
     ts = det["timestamp_ns"].to_numpy(np.int64)
-    w = np.clip(det["score"].to_numpy(np.float64), 0.05, 1.0)
+    w = _score_weights(det)
     lo, hi = np.searchsorted(grid_ns, ts[0]), np.searchsorted(grid_ns, ts[-1])
     dt_s = float(np.median(np.diff(grid_ns))) / 1e9 if len(grid_ns) > 1 else 0.1
     ext = int(round(cfg.extrapolate_s / max(dt_s, 1e-3))) if len(ts) >= cfg.min_hits else 0
@@ -195,7 +200,7 @@ def refine_track(det: pd.DataFrame, grid_ns: np.ndarray, cfg: RefineCfg) -> tupl
     rv = np.full(n, 1.0)
     rv[pos] = cfg.track.meas_sigma_m ** 2 / np.maximum(w, 0.1)
     ev = track_evidence(det, cfg.proposals.detector_first)
-    w_ev = np.clip(ev["score"].to_numpy(np.float64), 0.05, 1.0)
+    w_ev = _score_weights(ev)
     cat = vote_class(ev["category"], w_ev)
     states, _ = rts_smooth(g / 1e9, z_xy, rv, CLASS_ACCEL.get(cat, DEFAULT_ACCEL), cfg.track.init_speed_sigma)
     speed = np.hypot(states[:, 2], states[:, 3])
