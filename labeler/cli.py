@@ -210,6 +210,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("args", nargs=argparse.REMAINDER, help="options of labeler.models.bev.train (see `labeler train --help`)")
     t.set_defaults(func=cmd_train)
 
+    from labeler.refine import rescore_train
+
+    rt = sub.add_parser("train-rescorer", help="train the learned box scores of refined boxes on simulated logs",
+                        description=rescore_train.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    rescore_train.add_arguments(rt)
+    rt.set_defaults(func=rescore_train.run)
+
     from labeler.refine.cli import add_bench_parser, add_gate_parser
     from labeler.review.cli import add_parsers as add_review_parsers
 

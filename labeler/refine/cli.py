@@ -57,7 +57,7 @@ def _class_scores(text: str | None, flag: str) -> dict:
     return out
 
 
-_NESTED = ("track", "proposals")  # RefineCfg fields that are settings groups: --refine track.<key>=, proposals.<key>=
+_NESTED = ("track", "proposals", "rescore")  # RefineCfg fields that are settings groups: --refine track.<key>=, proposals.<key>=
 
 
 def _parse_value(cur, v: str, kv: str, name: str):

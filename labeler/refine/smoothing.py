@@ -29,6 +29,7 @@ import pyarrow as pa
 from labeler.geometry.boxes import BOX_COLUMNS, transform_boxes, wrap_angle
 from labeler.geometry.transforms import invert
 from labeler.refine.proposals import PROPOSAL_SOURCE, ProposalCfg
+from labeler.refine.rescore import RescoreCfg, load_scorer, track_features
 from labeler.refine.tracking import CLASS_ACCEL, DEFAULT_ACCEL, TrackCfg, rts_smooth, to_world, track
 
 REFINED_SCHEMA = pa.schema(
@@ -76,6 +77,7 @@ class RefineCfg:
                                        # more than this BEV IoU is a duplicate track's and dropped (1: keep all)
     proposals: ProposalCfg = field(default_factory=ProposalCfg)  # cluster proposals as extra weak detections
                                        # (labeler/refine/proposals.py; off by default)
+    rescore: RescoreCfg = field(default_factory=RescoreCfg)  # learned box scores (labeler/refine/rescore.py)
 
 
 def _frames(seconds: float, dt_s: float) -> int:
@@ -289,7 +291,7 @@ def suppress_duplicates(rows: list[dict], iou: float) -> list[dict]:
 
 
 def refine_log(preds, world_from_lidar: dict[int, np.ndarray], frame_times_ns=None, cfg: RefineCfg = RefineCfg(),
-               log_id: str | None = None, proposals=None) -> tuple[pa.Table, pa.Table]:
+               log_id: str | None = None, proposals=None, return_features: bool = False):
     """Refine one log's single-frame detections.
 
     Args:
@@ -303,13 +305,17 @@ def refine_log(preds, world_from_lidar: dict[int, np.ndarray], frame_times_ns=No
             :func:`labeler.refine.proposals.log_proposals`: ``timestamp_ns, object_id, x..yaw, category, score,
             num_points``), tracked together with ``preds``. A refined box whose detection is a proposal has
             ``source = "proposal"`` and no ``raw_object_id``; proposals are not rows of ``raw``.
+        return_features: also return the refined boxes' feature rows (:data:`labeler.refine.rescore.FEATURES`,
+            one per row of ``refined``), to train the box rescorer.
 
     Returns:
         ``(refined, raw)``: ``refined`` (:data:`REFINED_SCHEMA`, LiDAR frame of each frame, score = track score
         blended with the detection's (``detection_weight``; filled-in boxes: track score x factor),
         ``source`` detected|interpolated|proposal, ``raw_object_id`` of the detection it refines or null) and ``raw``
         (:data:`RAW_SCHEMA`: the input boxes with their ``track_id`` (null: untracked), ``kept`` (its track
-        survived) and ``yaw_flipped`` (its heading was fixed by 180 deg)).
+        survived) and ``yaw_flipped`` (its heading was fixed by 180 deg)); with ``return_features`` a third
+        item, the feature matrix. With ``cfg.rescore.enabled`` every refined box's score is the box rescorer's
+        probability that it is right (before duplicate suppression, which ranks by it).
     """
     df = preds.to_pandas() if isinstance(preds, pa.Table) else pd.DataFrame(preds).copy()
     df = df.reset_index(drop=True)
@@ -337,6 +343,8 @@ def refine_log(preds, world_from_lidar: dict[int, np.ndarray], frame_times_ns=No
     kept = np.zeros(len(df), dtype=bool)
     flipped = np.zeros(len(df), dtype=bool)
     rows = []
+    want_features = return_features or cfg.rescore.enabled
+    ego_xy = {int(t): np.asarray(m, dtype=np.float64)[:2, 3] for t, m in world_from_lidar.items()}
     if len(df):
         wdf = to_world(df, world_from_lidar)
         wdf["is_proposal"] = is_proposal
@@ -356,6 +364,7 @@ def refine_log(preds, world_from_lidar: dict[int, np.ndarray], frame_times_ns=No
             flipped[flips.index] = flips.to_numpy()
             cat = vote_class(ev["category"], ev["score"])
             proposals_only = bool(is_proposal[sel.index].all())
+            feats = track_features(sel, ev, out, cat, tscore, grid, ego_xy) if want_features else None
             for k, r in enumerate(out.itertuples(index=False)):
                 interp = r.source != "detected"
                 if interp:
@@ -370,7 +379,11 @@ def refine_log(preds, world_from_lidar: dict[int, np.ndarray], frame_times_ns=No
                              "score": box_score, "source": PROPOSAL_SOURCE if prop else r.source,
                              "raw_object_id": None if interp or prop else str(df.at[int(r.raw_index), "object_id"]),
                              "num_points": 0 if interp else int(df.at[int(r.raw_index), "num_points"]),
-                             "proposals_only": proposals_only})
+                             "proposals_only": proposals_only, "features": None if feats is None else feats[k]})
+    if cfg.rescore.enabled and rows:
+        p = load_scorer(cfg.rescore.model_path).predict(np.stack([r["features"] for r in rows]))
+        for r, s in zip(rows, p):
+            r["score"] = float(s)
     rows = suppress_duplicates(rows, cfg.nms_iou)
     # back to each frame's LiDAR frame
     boxes = np.zeros((len(rows), 7))
@@ -400,4 +413,9 @@ def refine_log(preds, world_from_lidar: dict[int, np.ndarray], frame_times_ns=No
                     **{c: df[c].astype(np.float64) for c in BOX_COLUMNS}, "category": df["category"].astype(str),
                     "score": df["score"].astype(np.float64), "num_points": df["num_points"].astype(np.int64),
                     "kept": kept, "yaw_flipped": flipped}, schema=RAW_SCHEMA)
+    if return_features:
+        from labeler.refine.rescore import FEATURES
+
+        feats = np.stack([r["features"] for r in rows]) if rows else np.zeros((0, len(FEATURES)))
+        return refined, raw, feats
     return refined, raw

@@ -102,3 +102,25 @@ def test_tracks_at_the_pipelines_2hz_keyframe_rate():
     filled = r[(r["source"] == "interpolated")]
     assert list(filled["timestamp_ns"]) == [T0 + 6 * 500_000_000]
     assert abs(filled["x"].iloc[0] - (-30 + 7.5 * 6)) < 0.5
+
+
+def test_a_bus_detection_joins_the_bus_track_not_a_nearer_car_track():
+    """A parked car (4.5 m) at y = 0 and a parked bus (12 m) at y = 3; in the last frame the car is missed and the
+    bus is detected 1.8 m off its track, 1.2 m from the car's. Centre distance alone gives the bus detection to
+    the car track; the size term (ln(12 / 4.5) ~ 1 x size_cost_m) keeps it on the bus."""
+    from labeler.refine.tracking import TrackCfg
+
+    rows = []
+    for k in range(11):
+        dets = [("car", 0.0, 4.5), ("bus", 3.0, 12.0)] if k < 10 else [("bus", 1.2, 12.0)]
+        for cat, y, length in dets:
+            rows.append({"timestamp_ns": T0 + k * 100_000_000, "wx": 10.0, "wy": y, "l": length, "category": cat,
+                         "score": 0.8})
+    world = pd.DataFrame(rows)
+    times = sorted(set(world["timestamp_ns"]))
+    car_track, bus_track, last = 0, 1, len(world) - 1
+    assert track(world, times, TrackCfg(size_cost_m=0.0))[last] == car_track
+    assert TrackCfg().size_cost_m > 0
+    assert track(world, times, TrackCfg())[last] == bus_track
+    # without lengths (a table without ``l``) the tracker still runs, on centre distance
+    assert track(world.drop(columns="l"), times, TrackCfg())[last] == car_track
