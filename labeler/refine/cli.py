@@ -57,7 +57,7 @@ def _class_scores(text: str | None, flag: str) -> dict:
     return out
 
 
-_NESTED = ("track", "proposals", "rescore")  # RefineCfg fields that are settings groups: --refine track.<key>=, proposals.<key>=
+_NESTED = ("track", "proposals", "rescore")  # RefineCfg settings groups: --refine track.<key>=, proposals.<key>=, rescore.<key>=
 
 
 def _parse_value(cur, v: str, kv: str, name: str):
@@ -80,7 +80,8 @@ def _parse_value(cur, v: str, kv: str, name: str):
 
 def _refine_cfg(items: list[str] | None):
     """``--refine key=value`` overrides of :class:`labeler.refine.smoothing.RefineCfg` (``track.key`` for the
-    tracker's :class:`TrackCfg`, ``proposals.key`` for the cluster proposals' :class:`ProposalCfg`)."""
+    tracker's :class:`TrackCfg`, ``proposals.key`` for the cluster proposals' :class:`ProposalCfg`, ``rescore.key`` for
+    the learned box scores' :class:`RescoreCfg`)."""
     import dataclasses
 
     from labeler.errors import ConfigError
@@ -94,7 +95,7 @@ def _refine_cfg(items: list[str] | None):
         fields = {f.name: f for f in dataclasses.fields(target)}
         if name not in fields or (target is cfg and name in (*_NESTED, "enabled")):
             raise ConfigError(f"--refine {kv!r}: unknown setting; known: {sorted(set(fields) - {*_NESTED, 'enabled'})} "
-                              "and track.<name>, proposals.<name>")
+                              "and track.<name>, proposals.<name>, rescore.<name>")
         val = _parse_value(getattr(target, name), v, kv, name)
         if target is cfg:
             cfg = dataclasses.replace(cfg, **{name: val})
@@ -194,7 +195,7 @@ def add_bench_parser(sub) -> argparse.ArgumentParser:
                                         "(others: --accept-score)")
     e.add_argument("--accept-refined", help="per-class accept scores for refined boxes (same format)")
     e.add_argument("--refine", action="append", help="refinement setting key=value (labeler.refine.smoothing.RefineCfg; "
-                                                     "track.<key> for the tracker, proposals.<key> for cluster proposals, "
+                                                     "track.<key> for the tracker, proposals.<key> for cluster proposals, rescore.<key> for learned box scores, "
                                                      "e.g. proposals.enabled=true); repeatable")
     e.add_argument("--refine-step", type=int, default=0, help="refine on the detections of every N-th frame (default 0 = "
                                                               "--frame-step: the pipeline's keyframes; 1: every sweep)")

@@ -47,7 +47,7 @@ class TrackCfg:
     init_speed_sigma: float = 6.0      # velocity prior of a new track, m/s
     class_switch_cost_m: float = 0.5   # extra cost of joining a track of another class of the same group
     gate_sigmas: float = 3.0           # gate = class gate + this many predicted position sigmas
-    size_cost_m: float = 2.0           # extra cost per unit |ln(detection length / track length)|: a 12 m bus
+    size_cost_m: float = 0.0           # extra cost per unit |ln(detection length / track length)|: a 12 m bus
                                        # detection joining a 4.5 m car track costs ~1 x this (0: centre distance only)
     size_alpha: float = 0.3            # the track length follows its detections' (exponential average, log space)
     min_score: float = 0.0             # detections below are not tracked

@@ -104,3 +104,38 @@ def test_ranking_metrics():
     assert average_precision(y, [0.9, 0.8, 0.2, 0.1]) == 1.0
     # ranked: 0.9 (y=1), 0.8 (0), 0.2 (0), 0.1 (1): precision 1/1 and 2/4 at the positives
     assert average_precision(y, [0.9, 0.1, 0.8, 0.2]) == pytest.approx((1 + 2 / 4) / 2)
+
+
+def test_train_rescorer_command_writes_a_model_the_pipeline_config_can_use(tmp_path):
+    """`labeler train-rescorer` on two short simulated logs (one held out for validation): a loadable model with its
+    provenance; a pipeline config can switch it on and point at it."""
+    from labeler.cli import main
+    from labeler.pipeline.config import load_config
+    from labeler.simulate import SimConfig, simulate_log
+
+    logs = tmp_path / "logs"
+    cfg = SimConfig(duration_s=1.5, azimuth_res_deg=0.4, cameras=("front",), image_width=160, image_height=90)
+    for i in range(2):
+        simulate_log(str(logs), f"sim-9000-00{i}", 11 + i, cfg, threads=1)
+    out = tmp_path / "m.json"
+    rc = main(["train-rescorer", "--logs", str(logs), "--state", str(tmp_path / "state"), "--val-logs", "1",
+               "--trees", "5", "--out", str(out)])
+    assert rc == 0
+    m = load_scorer(str(out))
+    assert m.version.startswith("rescorer-") and len(m.trees) == 5
+    assert m.spec["trained_on"]["logs"] == ["sim-9000-000", "sim-9000-001"]
+    assert m.spec["trained_on"]["boxes"] > 0 and 0.0 < m.spec["trained_on"]["right"] < 1.0
+    assert m.spec["detector_version"][0].startswith("bev-")
+    p = m.predict(np.zeros((3, len(FEATURES))))
+    assert ((p > 0) & (p < 1)).all()
+    pc = load_config("pipelines/nightly.yaml", {"refine.rescore.enabled": True, "refine.rescore.model_path": str(out)})
+    assert pc.refine.rescore == RescoreCfg(enabled=True, model_path=str(out))
+
+
+def test_the_shipped_model_loads_and_belongs_to_the_shipped_detector():
+    from labeler.refine.bank import resolve_model
+
+    m = load_scorer()
+    assert m.version.startswith("rescorer-") and len(m.trees) > 0
+    assert m.spec["detector_version"] == [resolve_model("bev").version], \
+        "models/box_rescorer.json was trained on another detector: retrain it with `labeler train-rescorer`"

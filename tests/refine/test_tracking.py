@@ -119,8 +119,8 @@ def test_a_bus_detection_joins_the_bus_track_not_a_nearer_car_track():
     world = pd.DataFrame(rows)
     times = sorted(set(world["timestamp_ns"]))
     car_track, bus_track, last = 0, 1, len(world) - 1
-    assert track(world, times, TrackCfg(size_cost_m=0.0))[last] == car_track
-    assert TrackCfg().size_cost_m > 0
-    assert track(world, times, TrackCfg())[last] == bus_track
+    assert TrackCfg().size_cost_m == 0.0  # off by default (docs/refinement.md: lost on held-out logs 002-003)
+    assert track(world, times, TrackCfg())[last] == car_track
+    assert track(world, times, TrackCfg(size_cost_m=2.0))[last] == bus_track
     # without lengths (a table without ``l``) the tracker still runs, on centre distance
-    assert track(world.drop(columns="l"), times, TrackCfg())[last] == car_track
+    assert track(world.drop(columns="l"), times, TrackCfg(size_cost_m=2.0))[last] == car_track
