@@ -24,7 +24,7 @@ from labeler.refine import cli as rcli
 from labeler.refine.efficiency import budget_point, collect_log, gt_at, outcomes_for, prepare_log, select
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from cluster_proposals import bench_cfg  # noqa: E402
+from cluster_proposals import bench_cfg
 
 
 def main(argv=None) -> int:

@@ -195,7 +195,8 @@ def add_bench_parser(sub) -> argparse.ArgumentParser:
                                         "(others: --accept-score)")
     e.add_argument("--accept-refined", help="per-class accept scores for refined boxes (same format)")
     e.add_argument("--refine", action="append", help="refinement setting key=value (labeler.refine.smoothing.RefineCfg; "
-                                                     "track.<key> for the tracker, proposals.<key> for cluster proposals, rescore.<key> for learned box scores, "
+                                                     "track.<key> for the tracker, proposals.<key> for cluster proposals, "
+                                                     "rescore.<key> for learned box scores, "
                                                      "e.g. proposals.enabled=true); repeatable")
     e.add_argument("--refine-step", type=int, default=0, help="refine on the detections of every N-th frame (default 0 = "
                                                               "--frame-step: the pipeline's keyframes; 1: every sweep)")

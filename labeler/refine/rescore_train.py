@@ -21,7 +21,6 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import linear_sum_assignment
 
-from labeler.geometry.boxes import BOX_COLUMNS
 from labeler.refine.rescore import FEATURES, fit_scorer
 
 RESCORER_SEED = 3000
@@ -157,7 +156,7 @@ def run(args) -> int:
     sva = np.concatenate([s for _, _, _, s in parts[n_tr:]])
     m = fit_scorer(Xtr, ytr, args.trees, args.depth)
     pva = m.predict(Xva)
-    report = {"val_boxes": int(len(yva)), "val_right": float(yva.mean()),
+    report = {"val_boxes": len(yva), "val_right": float(yva.mean()),
               "val_auc_model": auc(yva, pva), "val_auc_track_score": auc(yva, sva),
               "val_ap_model": average_precision(yva, pva), "val_ap_track_score": average_precision(yva, sva)}
     print(f"validation ({args.val_logs} logs, {len(yva)} boxes, {100 * yva.mean():.1f} % right): "
@@ -167,7 +166,7 @@ def run(args) -> int:
     y = np.concatenate([ytr, yva])
     digest = hashlib.sha1(np.ascontiguousarray(X).tobytes() + y.tobytes()).hexdigest()[:8]
     meta = {"version": f"rescorer-0.1.0+{digest}", "detector_version": sorted(versions),
-            "trained_on": {"logs": [os.path.basename(p) for p in logs], "seed": args.seed, "boxes": int(len(y)),
+            "trained_on": {"logs": [os.path.basename(p) for p in logs], "seed": args.seed, "boxes": len(y),
                            "right": float(y.mean()), "config": args.config, "score_threshold": thr},
             "validation": report, "created": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
     final = fit_scorer(X, y, args.trees, args.depth, meta=meta)

@@ -51,6 +51,10 @@ REASON_WEIGHTS: dict[str, float] = {
     "no_accepted_labels": 0.5,
 }
 DEFAULT_REASON_WEIGHT = 0.2
+# the corner-case causes above (one look each); select_diverse opens their events before pre-label uncertainty
+CORNER_TIER = 100.0
+CORNER_CASE_KINDS = frozenset({"lidar_sector_dropout", "camera_black", "camera_overexposed", "rare_class",
+                               "unusual_size", "ego_stopped"})
 SIZE_SPREAD = 0.18  # relative spread of sizes per class (same as labeler.pipeline.scoring)
 
 
@@ -326,12 +330,20 @@ def budget_frames(n: int, budget_fraction: float, max_frames: int | None = None)
 
 
 def select_diverse(log_ids, timestamps_ns, base_priority, reasons: list[list[str]], budget_fraction: float,
-                   max_frames: int | None = None, min_gap_s: float = 0.0, event_gap_s: float = 1.5) -> np.ndarray:
+                   max_frames: int | None = None, min_gap_s: float = 0.0, event_gap_s: float = 1.5,
+                   corner_first: bool = True) -> np.ndarray:
     """Boolean mask of frames for review: greedy, each step takes the frame with the highest
     ``base_priority + sum over reason kinds of the weight of the kind if one of its events is not yet covered``
     (ties: earlier), so a
     corner-case event sends one frame, then the budget moves on to other events. Frames within ``min_gap_s`` of a
-    picked frame of the same log are skipped."""
+    picked frame of the same log are skipped.
+
+    With ``corner_first`` frames are ranked first by the summed weights of the corner-case kinds
+    (:data:`CORNER_CASE_KINDS`) whose events they open (a sensor fault 1.5 before an odd size 1.2), then as above;
+    a frame that opens one outranks every frame that only adds pre-label uncertainty, and the min-gap does not
+    hide it: without it, a frame with
+    40 uncertain boxes (base 2.0 plus its uncertainty reasons) beat a LiDAR sector dropout (1.5), and a dropout
+    half a second from a picked frame was never reviewed."""
     n = len(base_priority)
     k = budget_frames(n, budget_fraction, max_frames)
     chosen = np.zeros(n, dtype=bool)
@@ -351,7 +363,8 @@ def select_diverse(log_ids, timestamps_ns, base_priority, reasons: list[list[str
         for e, wi, kd in zip(ev[i], w[i], kinds[i]):
             if e not in covered:
                 best[kd] = max(best.get(kd, 0.0), wi)
-        return base[i] + sum(best.values())
+        corner = sum(wk for kd, wk in best.items() if kd in CORNER_CASE_KINDS) if corner_first else 0.0
+        return CORNER_TIER * corner + base[i] + sum(best.values())
 
     # lazy greedy: a frame's value only falls as events get covered, so a stored value is an upper bound and only
     # the top of the heap needs recomputing (the same picks as recomputing every frame each step, in ~n log n)
@@ -374,7 +387,9 @@ def select_diverse(log_ids, timestamps_ns, base_priority, reasons: list[list[str
                 heapq.heappush(heap, item)
             deferred = []
         neg, t_i, i = heapq.heappop(heap)
-        if blocked[i]:
+        # the min-gap spreads picks over time, but never hides a corner-case event no pick has covered yet
+        opens_corner = corner_first and -neg >= CORNER_TIER and value(i) >= CORNER_TIER  # weights are >= 1
+        if blocked[i] and not opens_corner:
             deferred.append((neg, t_i, i))
             continue
         v = value(i)

@@ -81,7 +81,8 @@ def test_saved_model_round_trips_and_refuses_other_features(tmp_path):
     X = np.zeros((2, len(FEATURES)))
     X[1, F["n_det"]] = 10
     np.testing.assert_allclose(load_scorer(path).predict(X), 1 / (1 + np.exp([1.0, -1.0])))
-    spec = json.load(open(path))
+    with open(path) as f:
+        spec = json.load(f)
     spec["features"] = spec["features"][:-1]
     with pytest.raises(ValueError, match="retrain it"):
         BoxScorer(spec)

@@ -85,9 +85,9 @@ def test_events_and_diverse_selection_one_frame_per_event():
     assert pm[1] and pm[4]
 
 
-def _select_diverse_reference(log_ids, ts, base, reasons, k, min_gap_s):
+def _select_diverse_reference(log_ids, ts, base, reasons, k, min_gap_s, corner_first=True):
     """The plain greedy select_diverse implements lazily: recompute every frame's value at every step."""
-    from labeler.refine.signals import DEFAULT_REASON_WEIGHT, REASON_WEIGHTS, event_ids
+    from labeler.refine.signals import CORNER_CASE_KINDS, CORNER_TIER, DEFAULT_REASON_WEIGHT, REASON_WEIGHTS, event_ids
 
     n = len(base)
     ev = event_ids(log_ids, ts, reasons, 1.5)
@@ -99,13 +99,17 @@ def _select_diverse_reference(log_ids, ts, base, reasons, k, min_gap_s):
             if e not in covered:
                 kd = r.split(":")[0]
                 best[kd] = max(best.get(kd, 0.0), REASON_WEIGHTS.get(kd, DEFAULT_REASON_WEIGHT))
-        return base[i] + sum(best.values())
+        corner = sum(w for kd, w in best.items() if kd in CORNER_CASE_KINDS) if corner_first else 0.0
+        return CORNER_TIER * corner + base[i] + sum(best.values())
 
     for _ in range(k):
-        if (chosen | blocked).all():
-            blocked[:] = False
         val = np.array([value(i) for i in range(n)])
-        val[chosen | blocked] = -np.inf
+        # a blocked frame stays a candidate while it opens a corner-case event (corner_first)
+        out = chosen | (blocked & ~(corner_first & (val >= CORNER_TIER)))
+        if out.all():
+            blocked[:] = False
+            out = chosen.copy()
+        val[out] = -np.inf
         top = np.flatnonzero(val == val.max())
         i = int(top[np.argmin(ts[top])])
         chosen[i] = True
@@ -125,10 +129,34 @@ def test_select_diverse_lazy_greedy_picks_what_the_plain_greedy_picks():
         ts = np.array([(i % 60) * 500_000_000 for i in range(n)], dtype=np.int64)
         reasons = [[k.format(rng.integers(0, 8)) for k in rng.choice(kinds, rng.integers(0, 4), replace=False)] for _ in range(n)]
         base = np.round(rng.random(n) * 0.2, 2)  # rounded: ties happen and must break the same way (earlier first)
-        for budget in (0.05, 0.3, 0.9):
+        for budget, cf in ((0.05, True), (0.3, True), (0.9, True), (0.05, False), (0.3, False)):
             k = int(np.ceil(budget * n))
-            got = select_diverse(list(logs), ts, base, reasons, budget, min_gap_s=1.0)
-            assert (got == _select_diverse_reference(logs, ts, base, reasons, k, 1.0)).all(), (trial, budget)
+            got = select_diverse(list(logs), ts, base, reasons, budget, min_gap_s=1.0, corner_first=cf)
+            assert (got == _select_diverse_reference(logs, ts, base, reasons, k, 1.0, cf)).all(), (trial, budget, cf)
+
+
+def test_corner_case_events_come_before_uncertain_boxes_and_the_min_gap():
+    """One log, 2 Hz: frames 0-9 each hold 40 uncertain boxes (base 2.0) and a few uncertainty reasons; frame 4
+    (2.0 s) also has a LiDAR sector dropout, frame 5 an unusually sized track, frame 12 a stop. With a budget of 3
+    frames corner_first reviews the three corner cases, the dropout (1.5) before the odd size (1.2) although
+    they are 0.5 s apart (min-gap 1 s); without it the busy frames win."""
+    from labeler.refine.signals import select_diverse
+
+    n = 20
+    ts = np.arange(n, dtype=np.int64) * 500_000_000
+    base = np.where(np.arange(n) < 10, 2.0, 0.2)
+    reasons = [[f"likely_fp:t{i:04d}", f"short_track:t{i + 100:04d}", "uncertain_score"] if i < 10 else [] for i in range(n)]
+    reasons[4] = ["lidar_sector_dropout", "uncertain_score"]
+    reasons[5] = ["unusual_size:t0300"]
+    reasons[12] = ["ego_stopped"]
+    base[4] = base[5] = 0.3
+    logs = ["L"] * n
+    picks = np.flatnonzero(select_diverse(logs, ts, base, reasons, 3 / n, min_gap_s=1.0))
+    assert picks.tolist() == [4, 5, 12]
+    old = np.flatnonzero(select_diverse(logs, ts, base, reasons, 3 / n, min_gap_s=1.0, corner_first=False))
+    assert 4 not in old and 5 not in old
+    # with room for one frame, the sensor fault goes first
+    assert np.flatnonzero(select_diverse(logs, ts, base, reasons, 1 / n, min_gap_s=1.0)).tolist() == [4]
 
 
 def test_frame_with_pre_labels_but_nothing_accepted_goes_up():
