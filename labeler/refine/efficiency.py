@@ -88,20 +88,30 @@ class FrameOutcome:
         return self.edited + self.relabelled + self.missed + self.spurious
 
 
+def match_centres(pred_xy, gt_xy, match_dist_m: float = 2.0) -> tuple[np.ndarray, np.ndarray]:
+    """One-to-one Hungarian matching on BEV centre distance; pairs farther than ``match_dist_m`` never match.
+    Returns (prediction rows, ground-truth rows) of the matched pairs."""
+    p = np.asarray(pred_xy, dtype=np.float64).reshape(-1, 2)
+    g = np.asarray(gt_xy, dtype=np.float64).reshape(-1, 2)
+    if len(p) == 0 or len(g) == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    D = np.hypot(p[:, None, 0] - g[None, :, 0], p[:, None, 1] - g[None, :, 1])
+    C = np.where(D <= match_dist_m, D, 1e6)
+    ri, ci = linear_sum_assignment(C)
+    ok = C[ri, ci] < 1e6
+    return ri[ok], ci[ok]
+
+
 def match_frame(pred_boxes, pred_cats, gt_boxes, gt_cats, match_dist_m: float = 2.0,
                 iou_threshold: float = 0.5) -> FrameOutcome:
-    """One-to-one Hungarian matching on BEV centre distance (pairs farther than ``match_dist_m`` never match)."""
+    """One-to-one Hungarian matching on BEV centre distance (:func:`match_centres`)."""
     pb = np.asarray(pred_boxes, dtype=np.float64).reshape(-1, 7)
     gb = np.asarray(gt_boxes, dtype=np.float64).reshape(-1, 7)
     pc = np.asarray(pred_cats, dtype=object).reshape(-1)
     gc = np.asarray(gt_cats, dtype=object).reshape(-1)
     if len(pb) == 0 or len(gb) == 0:
         return FrameOutcome(len(gb), 0, 0, 0, len(gb), len(pb))
-    D = np.hypot(pb[:, None, 0] - gb[None, :, 0], pb[:, None, 1] - gb[None, :, 1])
-    C = np.where(D <= match_dist_m, D, 1e6)
-    ri, ci = linear_sum_assignment(C)
-    ok = C[ri, ci] < 1e6
-    ri, ci = ri[ok], ci[ok]
+    ri, ci = match_centres(pb[:, :2], gb[:, :2], match_dist_m)
     correct = edited = relabel = 0
     for i, j in zip(ri, ci):
         iou = bev_iou(pb[i:i + 1], gb[j:j + 1])[0, 0]

@@ -19,7 +19,6 @@ import os
 
 import numpy as np
 import pandas as pd
-from scipy.optimize import linear_sum_assignment
 
 from labeler.refine.rescore import FEATURES, fit_scorer
 
@@ -29,17 +28,12 @@ RESCORER_SEED = 3000
 def box_labels(pred: pd.DataFrame, gt: pd.DataFrame, match_dist_m: float = 2.0) -> np.ndarray:
     """1 for each row of ``pred`` matched one-to-one (Hungarian on BEV centre distance <= ``match_dist_m``) to a
     row of ``gt`` of the same ``category``, else 0 (one frame)."""
+    from labeler.refine.efficiency import match_centres
+
     y = np.zeros(len(pred), dtype=np.int64)
-    if len(pred) == 0 or len(gt) == 0:
-        return y
-    pb, gb = pred[["x", "y"]].to_numpy(np.float64), gt[["x", "y"]].to_numpy(np.float64)
-    D = np.hypot(pb[:, None, 0] - gb[None, :, 0], pb[:, None, 1] - gb[None, :, 1])
-    C = np.where(D <= match_dist_m, D, 1e6)
-    ri, ci = linear_sum_assignment(C)
-    pc, gc = pred["category"].astype(str).to_numpy(), gt["category"].astype(str).to_numpy()
-    for i, j in zip(ri, ci):
-        if C[i, j] < 1e6 and pc[i] == gc[j]:
-            y[i] = 1
+    ri, ci = match_centres(pred[["x", "y"]].to_numpy(np.float64), gt[["x", "y"]].to_numpy(np.float64), match_dist_m)
+    same = pred["category"].astype(str).to_numpy()[ri] == gt["category"].astype(str).to_numpy()[ci]
+    y[ri[same]] = 1
     return y
 
 

@@ -29,7 +29,7 @@ import pyarrow as pa
 from labeler.geometry.boxes import BOX_COLUMNS, transform_boxes, wrap_angle
 from labeler.geometry.transforms import invert
 from labeler.refine.proposals import PROPOSAL_SOURCE, ProposalCfg
-from labeler.refine.rescore import RescoreCfg, load_scorer, track_features
+from labeler.refine.rescore import FEATURES, RescoreCfg, load_scorer, track_features
 from labeler.refine.tracking import CLASS_ACCEL, DEFAULT_ACCEL, TrackCfg, rts_smooth, to_world, track
 
 REFINED_SCHEMA = pa.schema(
@@ -414,8 +414,6 @@ def refine_log(preds, world_from_lidar: dict[int, np.ndarray], frame_times_ns=No
                     "score": df["score"].astype(np.float64), "num_points": df["num_points"].astype(np.int64),
                     "kept": kept, "yaw_flipped": flipped}, schema=RAW_SCHEMA)
     if return_features:
-        from labeler.refine.rescore import FEATURES
-
         feats = np.stack([r["features"] for r in rows]) if rows else np.zeros((0, len(FEATURES)))
         return refined, raw, feats
     return refined, raw
