@@ -339,11 +339,9 @@ def select_diverse(log_ids, timestamps_ns, base_priority, reasons: list[list[str
     picked frame of the same log are skipped.
 
     With ``corner_first`` frames are ranked first by the summed weights of the corner-case kinds
-    (:data:`CORNER_CASE_KINDS`) whose events they open (a sensor fault 1.5 before an odd size 1.2), then as above;
-    a frame that opens one outranks every frame that only adds pre-label uncertainty, and the min-gap does not
-    hide it: without it, a frame with
-    40 uncertain boxes (base 2.0 plus its uncertainty reasons) beat a LiDAR sector dropout (1.5), and a dropout
-    half a second from a picked frame was never reviewed."""
+    (:data:`CORNER_CASE_KINDS`) whose events they open (a sensor fault 1.5 before an odd size 1.2), then as above,
+    so a frame that opens one outranks every frame that only adds pre-label uncertainty: without it, a frame with
+    40 uncertain boxes (base 2.0 plus its uncertainty reasons) beat a LiDAR sector dropout (1.5)."""
     n = len(base_priority)
     k = budget_frames(n, budget_fraction, max_frames)
     chosen = np.zeros(n, dtype=bool)
@@ -387,9 +385,7 @@ def select_diverse(log_ids, timestamps_ns, base_priority, reasons: list[list[str
                 heapq.heappush(heap, item)
             deferred = []
         neg, t_i, i = heapq.heappop(heap)
-        # the min-gap spreads picks over time, but never hides a corner-case event no pick has covered yet
-        opens_corner = corner_first and -neg >= CORNER_TIER and value(i) >= CORNER_TIER  # weights are >= 1
-        if blocked[i] and not opens_corner:
+        if blocked[i]:
             deferred.append((neg, t_i, i))
             continue
         v = value(i)

@@ -104,12 +104,9 @@ def _select_diverse_reference(log_ids, ts, base, reasons, k, min_gap_s, corner_f
 
     for _ in range(k):
         val = np.array([value(i) for i in range(n)])
-        # a blocked frame stays a candidate while it opens a corner-case event (corner_first)
-        out = chosen | (blocked & ~(corner_first & (val >= CORNER_TIER)))
-        if out.all():
+        if (chosen | blocked).all():
             blocked[:] = False
-            out = chosen.copy()
-        val[out] = -np.inf
+        val[chosen | blocked] = -np.inf
         top = np.flatnonzero(val == val.max())
         i = int(top[np.argmin(ts[top])])
         chosen[i] = True
@@ -135,11 +132,11 @@ def test_select_diverse_lazy_greedy_picks_what_the_plain_greedy_picks():
             assert (got == _select_diverse_reference(logs, ts, base, reasons, k, 1.0, cf)).all(), (trial, budget, cf)
 
 
-def test_corner_case_events_come_before_uncertain_boxes_and_the_min_gap():
+def test_corner_case_events_come_before_uncertain_boxes():
     """One log, 2 Hz: frames 0-9 each hold 40 uncertain boxes (base 2.0) and a few uncertainty reasons; frame 4
-    (2.0 s) also has a LiDAR sector dropout, frame 5 an unusually sized track, frame 12 a stop. With a budget of 3
-    frames corner_first reviews the three corner cases, the dropout (1.5) before the odd size (1.2) although
-    they are 0.5 s apart (min-gap 1 s); without it the busy frames win."""
+    (2.0 s) has a LiDAR sector dropout instead, frame 7 an unusually sized track, frame 12 a stop. With a budget
+    of 3 frames corner_first reviews the three corner cases; without it the busy frames win. With room for one
+    frame the sensor fault (1.5) goes before the odd size and the stop (1.2); the min-gap still holds."""
     from labeler.refine.signals import select_diverse
 
     n = 20
@@ -147,16 +144,20 @@ def test_corner_case_events_come_before_uncertain_boxes_and_the_min_gap():
     base = np.where(np.arange(n) < 10, 2.0, 0.2)
     reasons = [[f"likely_fp:t{i:04d}", f"short_track:t{i + 100:04d}", "uncertain_score"] if i < 10 else [] for i in range(n)]
     reasons[4] = ["lidar_sector_dropout", "uncertain_score"]
-    reasons[5] = ["unusual_size:t0300"]
+    reasons[7] = ["unusual_size:t0300"]
     reasons[12] = ["ego_stopped"]
-    base[4] = base[5] = 0.3
+    base[4] = base[7] = 0.3
     logs = ["L"] * n
     picks = np.flatnonzero(select_diverse(logs, ts, base, reasons, 3 / n, min_gap_s=1.0))
-    assert picks.tolist() == [4, 5, 12]
+    assert picks.tolist() == [4, 7, 12]
     old = np.flatnonzero(select_diverse(logs, ts, base, reasons, 3 / n, min_gap_s=1.0, corner_first=False))
-    assert 4 not in old and 5 not in old
-    # with room for one frame, the sensor fault goes first
+    assert 4 not in old and 7 not in old
     assert np.flatnonzero(select_diverse(logs, ts, base, reasons, 1 / n, min_gap_s=1.0)).tolist() == [4]
+    # a second odd-size track half a second after the dropout waits for the min-gap like any other frame
+    reasons[5] = ["unusual_size:t0301"]
+    base[5] = 0.3
+    picks = np.flatnonzero(select_diverse(logs, ts, base, reasons, 4 / n, min_gap_s=1.0))
+    assert 4 in picks and 5 not in picks
 
 
 def test_frame_with_pre_labels_but_nothing_accepted_goes_up():
