@@ -96,8 +96,9 @@ def main(argv=None) -> int:
 
 
 def add_arguments(ap: argparse.ArgumentParser) -> None:
-    ap.add_argument("--state", default=None, help="state folder (default $LABELER_STATE or ./state): logs and the "
-                                                  "prediction cache live under it")
+    ap.add_argument("--state", default=argparse.SUPPRESS,
+                    help="state folder (same as the global --state; default $LABELER_STATE or ./state): logs and the "
+                         "prediction cache live under it")
     ap.add_argument("--logs", default=None, help="folder of simulated logs with ground truth, unseen by the detector "
                                                  "and the benchmark (default <state>/rescorer_logs, simulated when missing)")
     ap.add_argument("--num-logs", type=int, default=8, help="logs to simulate when --logs is missing (default 8)")
@@ -123,7 +124,9 @@ def run(args) -> int:
     from labeler.refine.rescore import DEFAULT_MODEL
     from labeler.simulate import SimConfig, simulate_logs
 
-    state = args.state or os.environ.get("LABELER_STATE", "state")
+    from labeler.refine.cli import _state
+
+    state = _state(args)
     root = args.logs or os.path.join(state, "rescorer_logs")
     if not os.path.isdir(root) or not any(n.startswith("sim-") for n in os.listdir(root)):
         print(f"simulating {args.num_logs} logs (seed {args.seed}) into {root}")
