@@ -71,21 +71,19 @@ def log_dataset(data: dict, refine_cfg, pred_min_score: float = 0.3, max_range_m
 
 
 def auc(y, s) -> float:
-    """Area under the ROC curve (rank statistic)."""
+    """Area under the ROC curve (scikit-learn's); NaN when ``y`` holds one class only."""
+    from sklearn.metrics import roc_auc_score
+
     y = np.asarray(y, dtype=bool)
-    s = np.asarray(s, dtype=np.float64)
-    if y.all() or not y.any():
-        return float("nan")
-    r = pd.Series(s).rank().to_numpy()
-    return float((r[y].sum() - y.sum() * (y.sum() + 1) / 2) / (y.sum() * (~y).sum()))
+    return float(roc_auc_score(y, s)) if 0 < y.sum() < len(y) else float("nan")
 
 
 def average_precision(y, s) -> float:
-    o = np.argsort(-np.asarray(s, dtype=np.float64), kind="stable")
-    yy = np.asarray(y, dtype=np.float64)[o]
-    tp = np.cumsum(yy)
-    prec = tp / np.arange(1, len(yy) + 1)
-    return float((prec * yy).sum() / max(yy.sum(), 1))
+    """Average precision of the ranking ``s`` for the positives ``y`` (scikit-learn's); NaN without positives."""
+    from sklearn.metrics import average_precision_score
+
+    y = np.asarray(y, dtype=bool)
+    return float(average_precision_score(y, s)) if y.any() else float("nan")
 
 
 def main(argv=None) -> int:
@@ -120,11 +118,10 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
 
 def run(args) -> int:
     from labeler.pipeline.config import load_config
+    from labeler.refine.cli import _state
     from labeler.refine.efficiency import collect_log
     from labeler.refine.rescore import DEFAULT_MODEL
     from labeler.simulate import SimConfig, simulate_logs
-
-    from labeler.refine.cli import _state
 
     state = _state(args)
     root = args.logs or os.path.join(state, "rescorer_logs")
