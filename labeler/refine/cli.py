@@ -121,6 +121,26 @@ def _from_pipeline(cfg, args):
     return dataclasses.replace(cfg, **{k: v for k, v in over.items() if not given[k]})
 
 
+def _propagate_cfg(items: list[str] | None):
+    """``--propagate [key=value ...]``: review propagation on (:class:`labeler.refine.propagate.PropagateCfg`
+    overrides); None: off."""
+    import dataclasses
+
+    from labeler.errors import ConfigError
+    from labeler.refine.propagate import PropagateCfg
+
+    if items is None:
+        return PropagateCfg()
+    cfg = PropagateCfg(enabled=True)
+    fields = {f.name for f in dataclasses.fields(cfg)} - {"enabled"}
+    for kv in items:
+        k, _, v = kv.partition("=")
+        if k not in fields:
+            raise ConfigError(f"--propagate {kv!r}: unknown setting; known: {sorted(fields)}")
+        cfg = dataclasses.replace(cfg, **{k: _parse_value(getattr(cfg, k), v, kv, k)})
+    return cfg
+
+
 def cmd_bench_efficiency(args) -> int:
     from labeler.refine.efficiency import BenchCfg, format_table, plot, run_benchmark, to_json
     from labeler.review.effort import CostModel
@@ -131,7 +151,8 @@ def cmd_bench_efficiency(args) -> int:
     cfg = BenchCfg(frame_step=args.frame_step, accept_score=args.accept_score, budgets=budgets, seed=args.seed,
                    accept_raw=_class_scores(args.accept_raw, "--accept-raw"),
                    accept_refined=_class_scores(args.accept_refined, "--accept-refined"),
-                   refine=_refine_cfg(args.refine), refine_step=args.refine_step, pred_min_score=args.min_score)
+                   refine=_refine_cfg(args.refine), refine_step=args.refine_step, pred_min_score=args.min_score,
+                   propagate=_propagate_cfg(args.propagate))
     if args.config:
         cfg = _from_pipeline(cfg, args)
     cm = CostModel.with_overrides(args.cost)
@@ -200,6 +221,9 @@ def add_bench_parser(sub) -> argparse.ArgumentParser:
                                                      "e.g. proposals.enabled=true); repeatable")
     e.add_argument("--refine-step", type=int, default=0, help="refine on the detections of every N-th frame (default 0 = "
                                                               "--frame-step: the pipeline's keyframes; 1: every sweep)")
+    e.add_argument("--propagate", nargs="*", metavar="KEY=VALUE",
+                   help="also report refined rows where the reviewed frames' labels are propagated along the tracks to "
+                        "the other frames (labeler.refine.propagate.PropagateCfg; optional overrides, e.g. hold_s=2)")
     e.add_argument("--log-index", help="use only these held-out logs (comma-separated indices, e.g. 2,3: the ones the "
                                        "settings were not tuned on)")
     e.add_argument("--cost", action="append", help="override a cost, key=seconds (see labeler.review.effort.CostModel); repeatable")

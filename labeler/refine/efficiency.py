@@ -38,6 +38,7 @@ import pandas as pd
 from scipy.optimize import linear_sum_assignment
 
 from labeler.geometry.boxes import BOX_COLUMNS, bev_iou
+from labeler.refine.propagate import PropagateCfg
 from labeler.refine.smoothing import RefineCfg
 from labeler.review.effort import CostModel
 
@@ -57,11 +58,14 @@ class BenchCfg:
     iou_threshold: float = 0.5
     max_range_m: float = 50.0
     min_gap_s: float = 1.0
+    spread_s: float = 0.0                 # all-signals selection spreads picks over each log (select_diverse spread_s)
     budgets: tuple[float, ...] = DEFAULT_BUDGETS
     seed: int = 0
     refine: RefineCfg = field(default_factory=RefineCfg)
     refine_step: int = 0                  # detections fed to refinement: every N-th frame (0: frame_step, i.e. the
                                           # keyframes the pipeline runs the detector on; 1: every 10 Hz sweep)
+    propagate: PropagateCfg = field(default_factory=PropagateCfg)  # enabled: also rows where the reviewed frames'
+                                          # labels are propagated along the refined tracks (labeler/refine/propagate.py)
 
     def accept_mask(self, labels: pd.DataFrame, refined: bool) -> np.ndarray:
         by = self.accept_refined if refined else self.accept_raw
@@ -209,7 +213,8 @@ def select(strategy: str, frames: pd.DataFrame, budget: float, cfg: BenchCfg) ->
                                   frames["score_priority"].to_numpy(), budget, cfg.min_gap_s)
     if strategy == "all_signals":
         return select_diverse(frames["log_id"].tolist(), frames["timestamp_ns"].to_numpy(),
-                              frames["base_priority"].to_numpy(), list(frames["reasons"]), budget, min_gap_s=cfg.min_gap_s)
+                              frames["base_priority"].to_numpy(), list(frames["reasons"]), budget, min_gap_s=cfg.min_gap_s,
+                              spread_s=cfg.spread_s)
     raise ValueError(f"unknown strategy {strategy!r}; known: {STRATEGIES}")
 
 
@@ -419,6 +424,62 @@ def outcomes_for(labels: pd.DataFrame, gt: pd.DataFrame, frames: pd.DataFrame, c
     return out
 
 
+class FramePoints:
+    """``timestamp_ns -> (N, 3) LiDAR points`` of one log's frames (loaded on first use and kept): review
+    propagation follows reviewed boxes by them."""
+
+    def __init__(self, log_path: str):
+        from labeler.logs.native import read_log_index
+
+        self.idx = read_log_index(log_path)
+        self.row = {int(t): i for i, t in enumerate(self.idx.timestamps_ns)}
+        self.points: dict[int, np.ndarray] = {}
+
+    def __call__(self, t: int) -> np.ndarray:
+        t = int(t)
+        if t not in self.points:
+            self.points[t] = np.asarray(self.idx.load_frame(self.row[t], with_images=False).points[:, :3], dtype=np.float64)
+        return self.points[t]
+
+
+def propagated_outcomes(labels: pd.DataFrame, gt: pd.DataFrame, frames: pd.DataFrame, selected, datas: list[dict],
+                        cfg: BenchCfg, outs: list[FrameOutcome]) -> list[FrameOutcome]:
+    """Outcomes when the ``selected`` frames are reviewed (ending exactly right: their ground truth) and their labels
+    are propagated along the refined tracks to the other evaluation frames (:func:`labeler.refine.propagate.propagate`).
+    Reviewed frames keep their outcome in ``outs`` (it prices their review)."""
+    from labeler.refine.propagate import propagate
+
+    sel = np.asarray(selected, dtype=bool)
+    reviewed = {(l, int(t)) for l, t, s in zip(frames["log_id"], frames["timestamp_ns"], sel) if s}
+    finals = []
+    for d in datas:
+        lid = d["log_id"]
+        lab = labels[labels["log_id"] == lid].reset_index(drop=True)
+        rts = [t for (l, t) in reviewed if l == lid]
+        g = gt[(gt["log_id"] == lid) & gt["timestamp_ns"].isin(set(rts))]
+        if "frame_points" not in d:
+            d["frame_points"] = FramePoints(d["path"])
+        fin = propagate(lab, g, rts, d["poses"], sorted(d["eval"]), cfg.accept_mask(lab, True), cfg.propagate,
+                        frame_points=d["frame_points"])
+        fin["log_id"] = lid
+        finals.append(fin)
+    fin = pd.concat(finals, ignore_index=True)
+    fin = _in_range(fin, cfg.max_range_m)
+    lb = dict(tuple(fin.groupby(["log_id", "timestamp_ns"])))
+    gb = dict(tuple(gt.groupby(["log_id", "timestamp_ns"])))
+    empty = pd.DataFrame(columns=[*BOX_COLUMNS, "category"])
+    out = []
+    for k, key in enumerate(zip(frames["log_id"], frames["timestamp_ns"])):
+        if sel[k]:
+            out.append(outs[k])
+            continue
+        p, g = lb.get(key, empty), gb.get(key, empty)
+        out.append(match_frame(p[list(BOX_COLUMNS)].to_numpy(np.float64), p["category"].to_numpy(),
+                               g[list(BOX_COLUMNS)].to_numpy(np.float64), g["category"].to_numpy(),
+                               cfg.match_dist_m, cfg.iou_threshold))
+    return out
+
+
 @dataclass
 class BenchResult:
     rows: list[dict]                       # one per (refine, strategy, budget)
@@ -463,7 +524,11 @@ def run_benchmark(log_paths: list[str], model_spec: str = "geometric", cfg: Benc
                 m = select(strategy, frames, b, cfg)
                 keys = {(l, int(t)) for l, t, s in zip(frames["log_id"], frames["timestamp_ns"], m) if s}
                 pt = budget_point(outs, m, cm)
-                rows.append({"refine": refine, "strategy": strategy, "budget": b, **pt, **corner_coverage(events, keys)})
+                cov = corner_coverage(events, keys)
+                rows.append({"refine": refine, "propagate": False, "strategy": strategy, "budget": b, **pt, **cov})
+                if refine and cfg.propagate.enabled:
+                    pp = budget_point(propagated_outcomes(labels, gt, frames, m, datas, cfg, outs), m, cm)
+                    rows.append({"refine": refine, "propagate": True, "strategy": strategy, "budget": b, **pp, **cov})
     n_gt = sum(o.num_gt for o in outs)
     return BenchResult(rows, maps, scratch_seconds(n_gt, len(frames), cm), len(frames), n_gt,
                        {"events": int(events["event"].nunique()) if len(events) else 0,
@@ -485,12 +550,15 @@ def format_table(r: BenchResult) -> str:
              "| refine | selection | budget | frames | box error | missed | spurious | bad box/class | human s | scratch / human | corner events reviewed | corner frames reviewed |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for x in r.rows:
-        lines.append(f"| {'yes' if x['refine'] else 'no'} | {x['strategy']} | {100 * x['budget']:.0f}% | {x['frames_reviewed']} | "
+        ref = ("yes + review propagated" if x.get("propagate") else "yes") if x["refine"] else "no"
+        lines.append(f"| {ref} | {x['strategy']} | {100 * x['budget']:.0f}% | {x['frames_reviewed']} | "
                      f"{100 * x['error_rate']:.1f}% | {x['missed']} | {x['spurious']} | {x['edited'] + x['relabelled']} | "
                      f"{x['human_s']:.0f} | {x['savings_x']:.1f}x | {100 * x['event_coverage']:.0f}% | {100 * x['frame_coverage']:.0f}% |")
     lines.append("")
     for x in r.rows:
         if abs(x["budget"] - 0.10) < 1e-9 and x.get("missed_events"):
+            if x.get("propagate"):
+                continue
             lines.append(f"corner-case events no reviewed frame reached at 10 %, {'refined' if x['refine'] else 'single-frame'} "
                          f"{x['strategy']}: {', '.join(x['missed_events'])}")
     return "\n".join(lines)
@@ -504,9 +572,11 @@ def plot(r: BenchResult, path: str) -> str:
 
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2), dpi=100)
     df = pd.DataFrame(r.rows)
-    for (refine, strategy), g in df.groupby(["refine", "strategy"]):
-        style = "-" if refine else "--"
-        lab = f"{strategy}{' + refine' if refine else ''}"
+    if "propagate" not in df.columns:
+        df["propagate"] = False
+    for (refine, prop, strategy), g in df.groupby(["refine", "propagate", "strategy"]):
+        style = ":" if prop else "-" if refine else "--"
+        lab = f"{strategy}{' + refine' if refine else ''}{' + propagated' if prop else ''}"
         x = 100 * g["budget"]
         axes[0].plot(x, 100 * g["error_rate"], style, marker="o", label=lab)
         axes[1].plot(x, g["human_s"] / 3600, style, marker="o", label=lab)

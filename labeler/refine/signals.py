@@ -329,9 +329,12 @@ def budget_frames(n: int, budget_fraction: float, max_frames: int | None = None)
     return max(0, min(k, n, max_frames if max_frames is not None else n))
 
 
+SPREAD_FLOOR = 0.05  # select_diverse(spread_s > 0): every frame is worth covering a little (confident frames miss too)
+
+
 def select_diverse(log_ids, timestamps_ns, base_priority, reasons: list[list[str]], budget_fraction: float,
                    max_frames: int | None = None, min_gap_s: float = 0.0, event_gap_s: float = 1.5,
-                   corner_first: bool = True) -> np.ndarray:
+                   corner_first: bool = True, spread_s: float = 0.0) -> np.ndarray:
     """Boolean mask of frames for review: greedy, each step takes the frame with the highest
     ``base_priority + sum over reason kinds of the weight of the kind if one of its events is not yet covered``
     (ties: earlier), so a
@@ -341,7 +344,12 @@ def select_diverse(log_ids, timestamps_ns, base_priority, reasons: list[list[str
     With ``corner_first`` frames are ranked first by the summed weights of the corner-case kinds
     (:data:`CORNER_CASE_KINDS`) whose events they open (a sensor fault 1.5 before an odd size 1.2), then as above,
     so a frame that opens one outranks every frame that only adds pre-label uncertainty: without it, a frame with
-    40 uncertain boxes (base 2.0 plus its uncertainty reasons) beat a LiDAR sector dropout (1.5)."""
+    40 uncertain boxes (base 2.0 plus its uncertainty reasons) beat a LiDAR sector dropout (1.5).
+
+    With ``spread_s`` > 0 (review propagation, :mod:`labeler.refine.propagate`: a reviewed frame also fixes its
+    neighbours) a frame's own ``base_priority`` is replaced by what it would cover: the sum over the frames of its
+    log of ``(base_priority + SPREAD_FLOOR) x`` the rise of their coverage, where a frame's coverage is
+    ``max(0, 1 - |dt| / spread_s)`` to its nearest pick (facility location: spreads picks over each log)."""
     n = len(base_priority)
     k = budget_frames(n, budget_fraction, max_frames)
     chosen = np.zeros(n, dtype=bool)
@@ -355,6 +363,20 @@ def select_diverse(log_ids, timestamps_ns, base_priority, reasons: list[list[str
     blocked = np.zeros(n, dtype=bool)
     kinds = [[r.split(":")[0] for r in rs] for rs in reasons]
 
+    groups0: dict[str, list[int]] = {}
+    for j, x in enumerate(log_ids):
+        groups0.setdefault(str(x), []).append(j)
+    log_rows = {lid: np.asarray(idx) for lid, idx in groups0.items()}
+    log_of = [str(x) for x in log_ids]
+    cover = np.zeros(n)
+
+    def own(i: int) -> float:
+        if spread_s <= 0:
+            return base[i]
+        idx = log_rows[log_of[i]]
+        kern = np.clip(1.0 - np.abs(ts[idx] - ts[i]) / (spread_s * 1e9), 0.0, None)
+        return float(np.sum((base[idx] + SPREAD_FLOOR) * np.clip(kern - cover[idx], 0.0, None)))
+
     def value(i: int) -> float:
         # each reason kind counts once per frame (ten new yaw flips are not worth more than one sensor failure)
         best: dict[str, float] = {}
@@ -362,7 +384,7 @@ def select_diverse(log_ids, timestamps_ns, base_priority, reasons: list[list[str
             if e not in covered:
                 best[kd] = max(best.get(kd, 0.0), wi)
         corner = sum(wk for kd, wk in best.items() if kd in CORNER_CASE_KINDS) if corner_first else 0.0
-        return CORNER_TIER * corner + base[i] + sum(best.values())
+        return CORNER_TIER * corner + own(i) + sum(best.values())
 
     # lazy greedy: a frame's value only falls as events get covered, so a stored value is an upper bound and only
     # the top of the heap needs recomputing (the same picks as recomputing every frame each step, in ~n log n)
@@ -395,6 +417,9 @@ def select_diverse(log_ids, timestamps_ns, base_priority, reasons: list[list[str
         chosen[i] = True
         picked += 1
         covered.update(ev[i])
+        if spread_s > 0:
+            idx = log_rows[log_of[i]]
+            cover[idx] = np.maximum(cover[idx], np.clip(1.0 - np.abs(ts[idx] - ts[i]) / (spread_s * 1e9), 0.0, None))
         if min_gap_s > 0:
             idx = by_log[str(log_ids[i])]
             lo, hi = np.searchsorted(ts[idx], [ts[i] - min_gap_s * 1e9, ts[i] + min_gap_s * 1e9], side="left")

@@ -1,0 +1,382 @@
+"""Review propagation: what a person fixed on a reviewed keyframe, carried along the refined tracks to the log's
+auto-accepted keyframes.
+
+A reviewed frame's final labels (exactly right) are matched to that frame's refined boxes (every track, whatever
+its score) by BEV centre distance, in the world frame. Then each track is
+
+* **confirmed** where its nearest reviewed frame (in time) holds a person's box matched to it: its boxes are
+  accepted whatever their score, take the person's class and size, and are moved by the person's correction
+  (static tracks: the person's world pose; moving tracks: the world offset of the correction, interpolated
+  between two confirmations and decaying with ``hold_s`` past the last one);
+* **rejected** where its nearest reviewed frame had its box deleted (no person's box within ``match_dist_m``):
+  those boxes are dropped;
+* left alone where no reviewed frame saw it: the ordinary auto-accept rule applies.
+
+A box the person added where no track was (a detector miss) and added again at the same world place on the next
+reviewed frame of the log is a static object: it is filled in on the keyframes between the two.
+
+Pure functions on DataFrames (LiDAR-frame boxes ``x, y, z, l, w, h, yaw``; poses ``timestamp_ns -> 4x4
+world_from_lidar``). The pipeline applies it in ``labeler pull`` (provenance ``propagated``); the efficiency
+benchmark applies it per budget (``labeler bench efficiency --propagate``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from labeler.geometry.boxes import BOX_COLUMNS, transform_boxes, wrap_angle
+from labeler.geometry.transforms import invert
+
+PROVENANCE = "propagated"
+STATIC_SPEED_MPS = 0.3  # a confirmed track slower than this is static: its reviewed box is held, not registered
+ALONG_HEADING = frozenset({"car", "truck", "bus", "cyclist"})  # classes that move along their heading
+MAX_SPEED_MPS = {"car": 20.0, "truck": 15.0, "bus": 15.0, "pedestrian": 3.0, "cyclist": 8.0, "traffic_cone": 0.5,
+                 "animal": 5.0}
+
+
+@dataclass(frozen=True)
+class PropagateCfg:
+    """Review propagation settings (chosen on held-out logs 000-001, docs/refinement.md)."""
+
+    enabled: bool = False
+    match_dist_m: float = 2.0          # a person's box and a refined box further apart (BEV centres) never match
+    static_max_disp_m: float = 0.5     # a track whose world centres stay within this of their median is static:
+                                       # it takes the person's world pose everywhere
+    hold_s: float = 1.0                # moving tracks: past the last confirmation the position correction decays
+                                       # as exp(-dt / hold_s) (the heading correction is held)
+    reject: bool = True                # drop a track's boxes nearest a reviewed frame where the person deleted it
+    review_range_m: float = 50.0       # a reviewed frame judges only boxes within this of the LiDAR (further ones
+                                       # are not labelled, so their absence says nothing)
+    link_new_m: float = 1.0            # an added box linked to one at most this far on the next reviewed frame is
+                                       # also held as a static object past both ends
+    max_speed_mps: dict = field(default_factory=lambda: dict(MAX_SPEED_MPS))  # linking gate per class
+    max_range_m: float = 50.0          # boxes followed to a frame only within this of the LiDAR ...
+    min_points: int = 2                # ... and holding at least this many LiDAR points (bottom 0.3 m not counted)
+    min_point_frac: float = 0.3        # ... and this share of what the person's box held
+    follow_s: float = 3.0              # a person's box no kept track carries is followed by the LiDAR at most this
+                                       # long before / after its review ...
+    search_m: float = 1.0              # ... searching this far around the constant-velocity prediction
+    search_first_m: float = 8.0        # ... and, with no velocity known (an added box), this far (and at most the
+                                       # class's top speed x the frame gap)
+    min_register: float = 0.5          # ... stopping where fewer than this share of its points find a match
+    search_step_m: float = 0.2
+
+
+def to_world_boxes(boxes: np.ndarray, T: np.ndarray) -> np.ndarray:
+    return transform_boxes(np.asarray(boxes, dtype=np.float64).reshape(-1, 7), T)
+
+
+def _match(a_xy: np.ndarray, b_xy: np.ndarray, dist: float) -> tuple[np.ndarray, np.ndarray]:
+    from labeler.refine.efficiency import match_centres
+
+    return match_centres(a_xy, b_xy, dist)
+
+
+def _is_static(world_xy: np.ndarray, max_disp: float) -> bool:
+    if len(world_xy) < 2:
+        return True
+    med = np.median(world_xy, axis=0)
+    return bool(np.all(np.hypot(*(world_xy - med).T) <= max_disp))
+
+
+def propagate(labels: pd.DataFrame, reviewed: pd.DataFrame, reviewed_frames, poses: dict, frame_times_ns,
+              accept: np.ndarray, cfg: PropagateCfg = PropagateCfg(), frame_points=None) -> pd.DataFrame:
+    """Final labels of one log's unreviewed keyframes (see the module docstring).
+
+    Args:
+        labels: the log's refined boxes at its keyframes, every score: ``timestamp_ns, object_id, track_id,
+            x..yaw, category, score`` (``track_id`` null: untracked, never confirmed or rejected).
+        reviewed: the reviewed frames' final labels (exactly right): ``timestamp_ns, x..yaw, category``.
+        reviewed_frames: timestamps of the reviewed frames (a reviewed frame may hold no labels: every box of it
+            was deleted).
+        poses: ``timestamp_ns -> 4x4 world_from_lidar`` of every keyframe.
+        frame_times_ns: the log's keyframes; rows are returned for those not reviewed.
+        accept: boolean mask over ``labels``: the ordinary auto-accept rule (score >= accept score).
+        cfg: :class:`PropagateCfg`.
+        frame_points: ``timestamp_ns -> (N, 3+) LiDAR points`` (LiDAR frame) of a keyframe; with it, reviewed objects
+            no kept track carries to a frame are followed there by the LiDAR (:func:`follow`); None: no such boxes.
+
+    Returns: the unreviewed keyframes' labels: ``timestamp_ns, object_id, track_id, x..yaw, category, score,
+    provenance`` (``auto``: accepted as it was; ``propagated``: confirmed, corrected or filled in by a review).
+    """
+    cols = ["timestamp_ns", "object_id", "track_id", *BOX_COLUMNS, "category", "score", "provenance"]
+    rts = sorted({int(t) for t in reviewed_frames})
+    todo = sorted({int(t) for t in frame_times_ns} - set(rts))
+    lab = labels.reset_index(drop=True).copy()
+    lab["_accept"] = np.asarray(accept, dtype=bool)
+    lab["timestamp_ns"] = lab["timestamp_ns"].astype(np.int64)
+    if not rts or not todo:
+        out = lab[lab["timestamp_ns"].isin(set(todo)) & lab["_accept"]].copy()
+        out["provenance"] = "auto"
+        return out[cols].reset_index(drop=True)
+    # world-frame boxes of every refined row and every reviewed label
+    W = np.zeros((len(lab), 7))
+    for t, idx in lab.groupby("timestamp_ns").indices.items():
+        W[idx] = to_world_boxes(lab[list(BOX_COLUMNS)].to_numpy(np.float64)[idx], poses[int(t)])
+    rev = reviewed.reset_index(drop=True)
+    RW = np.zeros((len(rev), 7))
+    for t, idx in rev.groupby("timestamp_ns").indices.items():
+        RW[idx] = to_world_boxes(rev[list(BOX_COLUMNS)].to_numpy(np.float64)[idx], poses[int(t)])
+    tid = lab["track_id"].where(lab["track_id"].notna(), None).to_numpy(dtype=object)
+
+    # verdicts: track -> list of (t_review, confirmed?, reviewed row or -1)
+    events: dict[str, list[tuple[int, bool, int]]] = {}
+    added: dict[int, list[int]] = {}   # reviewed frame -> reviewed rows matched to no refined box
+    rev_ts = rev["timestamp_ns"].to_numpy(np.int64)
+    lab_ts = lab["timestamp_ns"].to_numpy(np.int64)
+    for r in rts:
+        li = np.nonzero(lab_ts == r)[0]
+        ri = np.nonzero(rev_ts == r)[0]
+        a, b = _match(W[li, :2], RW[ri, :2], cfg.match_dist_m)
+        matched_l = set(li[a].tolist())
+        for i, j in zip(li[a], ri[b]):
+            if tid[i] is not None:
+                events.setdefault(tid[i], []).append((r, True, int(j)))
+        judged = np.hypot(lab["x"].to_numpy()[li], lab["y"].to_numpy()[li]) <= cfg.review_range_m
+        if "source" in lab.columns:  # a filled-in box may be an occluded object, which nobody labels
+            judged &= lab["source"].to_numpy(dtype=object)[li] != "interpolated"
+        for i in li[judged]:
+            if i not in matched_l and tid[i] is not None:
+                events.setdefault(tid[i], []).append((r, False, -1))
+        added[r] = sorted(set(ri.tolist()) - set(ri[b].tolist()))
+
+    todo_set = set(todo)
+    keep = lab["timestamp_ns"].isin(todo_set).to_numpy() & lab["_accept"].to_numpy()
+    prov = np.array(["auto"] * len(lab), dtype=object)
+    B = lab[list(BOX_COLUMNS)].to_numpy(np.float64).copy()
+    cat = lab["category"].to_numpy(dtype=object).copy()
+    for k, ev in events.items():
+        rows = np.nonzero((tid == k) & lab["timestamp_ns"].isin(todo_set).to_numpy())[0]
+        if len(rows) == 0:
+            continue
+        ev_t = np.array([e[0] for e in ev], dtype=np.int64)
+        conf = [(e[0], e[2]) for e in ev if e[1]]
+        allrows = np.nonzero(tid == k)[0]
+        static = _is_static(W[allrows, :2], cfg.static_max_disp_m)
+        if conf:
+            ct = np.array([c[0] for c in conf], dtype=np.int64)
+            # the correction at each confirmation: person's world box minus the track's world box there
+            off = []
+            for t_r, j in conf:
+                i = np.nonzero((tid == k) & (lab_ts == t_r))[0][0]
+                d = RW[j] - W[i]
+                d[6] = wrap_angle(d[6])
+                off.append(d)
+            off = np.array(off)
+        for i in rows:
+            t = lab_ts[i]
+            near = ev[int(np.argmin(np.abs(ev_t - t)))]
+            if not near[1]:
+                if cfg.reject:
+                    keep[i] = False
+                continue
+            j_near = near[2]
+            w = W[i].copy()
+            if static:
+                w[[0, 1, 2, 6]] = RW[j_near][[0, 1, 2, 6]]
+            else:
+                before, after = ct[ct <= t], ct[ct >= t]
+                if len(before) and len(after):
+                    t0, t1 = before.max(), after.min()
+                    d0, d1 = off[list(ct).index(t0)], off[list(ct).index(t1)]
+                    a = 0.0 if t1 == t0 else (t - t0) / (t1 - t0)
+                    d = (1 - a) * d0 + a * d1
+                else:
+                    tn = before.max() if len(before) else after.min()
+                    d = off[list(ct).index(tn)].copy()
+                    d[:3] *= np.exp(-abs(t - tn) / 1e9 / cfg.hold_s)   # the heading correction is held
+                w[[0, 1, 2]] += d[[0, 1, 2]]
+                w[6] = wrap_angle(w[6] + d[6])
+            w[3:6] = RW[j_near][3:6]
+            B[i] = to_world_boxes(w[None], invert(poses[int(t)]))[0]
+            cat[i] = rev["category"].iloc[j_near]
+            keep[i] = True
+            prov[i] = PROVENANCE
+    lab[list(BOX_COLUMNS)] = B
+    lab["category"] = cat
+    lab["provenance"] = prov
+    out = lab[keep][cols].copy()
+    if frame_points is None:
+        return out.sort_values(["timestamp_ns", "object_id"]).reset_index(drop=True)
+
+    # a person's box the tracks do not carry to a frame: followed there when the LiDAR agrees
+    fill = _extend_reviewed(out, rev, RW, rts, todo, poses, added, events, tid, W, lab_ts, cfg, frame_points)
+    if len(fill):
+        out = pd.concat([out, pd.DataFrame(fill, columns=cols)], ignore_index=True)
+    return out.sort_values(["timestamp_ns", "object_id"]).reset_index(drop=True)
+
+
+def _count_grid(pts: np.ndarray, box: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """LiDAR points inside ``box`` (LiDAR frame, its lowest :data:`GROUND_CLEARANCE_M` left out) moved by each of
+    ``offsets`` (K, 2), vectorised: shape (K,)."""
+    x, y, z, l, w, h, yaw = box
+    zlo, zhi = z - h / 2 + GROUND_CLEARANCE_M, z + h / 2
+    r = 0.5 * np.hypot(l, w) + np.abs(offsets).max(initial=0.0) + 0.1
+    p = pts[(np.abs(pts[:, 0] - x) <= r) & (np.abs(pts[:, 1] - y) <= r) & (pts[:, 2] >= zlo) & (pts[:, 2] <= zhi)]
+    if len(p) == 0:
+        return np.zeros(len(offsets), dtype=np.int64)
+    c, s = np.cos(yaw), np.sin(yaw)
+    dx, dy = p[:, 0] - x, p[:, 1] - y
+    u, v = dx * c + dy * s, -dx * s + dy * c                       # points in the box's axes
+    ou, ov = offsets[:, 0] * c + offsets[:, 1] * s, -offsets[:, 0] * s + offsets[:, 1] * c
+    inside = (np.abs(u[None, :] - ou[:, None]) <= l / 2) & (np.abs(v[None, :] - ov[:, None]) <= w / 2)
+    return inside.sum(axis=1)
+
+
+GROUND_CLEARANCE_M = 0.3  # a box's lowest 0.3 m is not counted when checking LiDAR support (ground returns)
+
+
+def _grid(radius: float, step: float) -> np.ndarray:
+    k = max(0, int(np.ceil(radius / step)))
+    a = np.arange(-k, k + 1) * step
+    g = np.stack(np.meshgrid(a, a, indexing="ij"), -1).reshape(-1, 2)
+    return g[np.hypot(g[:, 0], g[:, 1]) <= radius + 1e-9]
+
+
+def _box_points_world(points_lidar: np.ndarray, T: np.ndarray, world_box: np.ndarray, grow_m: float) -> np.ndarray:
+    """World-frame xy of the LiDAR points (given in the LiDAR frame, pose ``T``) within ``grow_m`` of the world box's
+    footprint, above its lowest :data:`GROUND_CLEARANCE_M` and below its top."""
+    x, y, z, l, w, h, yaw = world_box
+    p = points_lidar[:, :3] @ T[:3, :3].T + T[:3, 3]
+    p = p[(p[:, 2] >= z - h / 2 + GROUND_CLEARANCE_M) & (p[:, 2] <= z + h / 2)]
+    c, s = np.cos(yaw), np.sin(yaw)
+    dx, dy = p[:, 0] - x, p[:, 1] - y
+    u, v = dx * c + dy * s, -dx * s + dy * c
+    return p[(np.abs(u) <= l / 2 + grow_m) & (np.abs(v) <= w / 2 + grow_m), :2]
+
+
+def register_shift(ref_xy: np.ndarray, cur_xy: np.ndarray, radius: float, cell: float = 0.2,
+                   max_ref: int = 300, offsets: np.ndarray | None = None) -> tuple[np.ndarray, float]:
+    """The BEV shift (within ``radius``, or one of ``offsets``) that lays the reference points ``ref_xy`` best onto
+    ``cur_xy``: the share of reference points landing within one ``cell`` of a current point, on a ``cell`` grid of
+    shifts; among shifts scoring the best, the smallest. Returns (shift (2,), share)."""
+    if len(ref_xy) == 0 or len(cur_xy) == 0:
+        return np.zeros(2), 0.0
+    ref = ref_xy[:: max(1, len(ref_xy) // max_ref)]
+    lo = np.minimum(ref.min(0), cur_xy.min(0)) - radius - 2 * cell
+    hi = np.maximum(ref.max(0), cur_xy.max(0)) + radius + 2 * cell
+    shape = np.ceil((hi - lo) / cell).astype(int) + 1
+    occ = np.zeros(shape, dtype=bool)
+    ij = ((cur_xy - lo) / cell).astype(int)
+    occ[ij[:, 0], ij[:, 1]] = True
+    dil = occ.copy()                                                   # one cell of tolerance
+    for di in (-1, 0, 1):
+        for dj in (-1, 0, 1):
+            dil |= np.roll(np.roll(occ, di, 0), dj, 1)
+    offs = _grid(radius, cell) if offsets is None else np.asarray(offsets, dtype=np.float64).reshape(-1, 2)
+    q = ((ref[None, :, :] + offs[:, None, :] - lo) / cell).astype(int)   # (K, M, 2)
+    score = dil[q[..., 0], q[..., 1]].sum(axis=1) / len(ref)
+    good = np.nonzero(score >= score.max() - 1e-9)[0]
+    k = good[np.argmin(np.hypot(offs[good, 0], offs[good, 1]))]
+    return offs[k], float(score[k])
+
+
+def follow(world_box: np.ndarray, velocity, t0: int, times, poses: dict, frame_points, category: str,
+           cfg: "PropagateCfg") -> list[tuple[int, np.ndarray]]:
+    """Follow a person's box (world frame, at keyframe ``t0``) through ``times`` (keyframes in walking order, all
+    after or all before ``t0``) by registering its LiDAR points frame to frame (:func:`register_shift`): the box is
+    predicted with the velocity (world m/s; None: unknown, searched within the class's top speed), then shifted to
+    where its points lie best. Stops where fewer than ``min_register`` of its points find a match, where it holds
+    fewer than ``min_points``, leaves ``max_range_m`` or passes ``follow_s``. Returns ``[(t, world box)]``."""
+    out = []
+    cur, prev_t = np.asarray(world_box, dtype=np.float64).copy(), int(t0)
+    ref = _box_points_world(frame_points(prev_t), poses[prev_t], cur, 0.0)
+    v = None if velocity is None else np.asarray(velocity, dtype=np.float64)
+    vmax = cfg.max_speed_mps.get(str(category), 15.0)
+    if v is not None and np.hypot(*v) < STATIC_SPEED_MPS:
+        # a static track's object stays put: held wherever the LiDAR still sees it
+        for t in times:
+            t = int(t)
+            if abs(t - int(t0)) > cfg.follow_s * 1e9:
+                break
+            T = poses[t]
+            lb = to_world_boxes(cur[None], invert(T))[0]
+            if np.hypot(lb[0], lb[1]) <= cfg.max_range_m and len(_box_points_world(frame_points(t), T, cur, 0.0)) >= cfg.min_points:
+                out.append((t, cur.copy()))
+        return out
+    if len(ref) < cfg.min_points:
+        return out
+    for t in times:
+        t = int(t)
+        if abs(t - int(t0)) > cfg.follow_s * 1e9:
+            break
+        dt = (t - prev_t) / 1e9
+        pred = cur.copy()
+        if v is not None:
+            pred[:2] += v * dt
+            radius = cfg.search_m
+        else:
+            radius = min(vmax * abs(dt), cfg.search_first_m)
+        T = poses[t]
+        lb = to_world_boxes(pred[None], invert(T))[0]
+        if np.hypot(lb[0], lb[1]) > cfg.max_range_m:
+            break
+        offs = None
+        if v is None and str(category) in ALONG_HEADING:     # a vehicle moves along its heading: search that line
+            along = np.arange(-np.ceil(radius / 0.2), np.ceil(radius / 0.2) + 1) * 0.2
+            side = np.arange(-np.ceil(cfg.search_m / 0.2), np.ceil(cfg.search_m / 0.2) + 1) * 0.2
+            a, b = np.meshgrid(along, side, indexing="ij")
+            c, s_ = np.cos(cur[6]), np.sin(cur[6])
+            offs = np.stack([a.ravel() * c - b.ravel() * s_, a.ravel() * s_ + b.ravel() * c], -1)
+        now = _box_points_world(frame_points(t), T, pred, radius)
+        shift, share = register_shift(ref + (pred[:2] - cur[:2]), now, radius, offsets=offs)
+        if share < cfg.min_register:
+            break
+        new = pred.copy()
+        new[:2] += shift
+        mine = _box_points_world(frame_points(t), T, new, 0.0)
+        if len(mine) < cfg.min_points:
+            break
+        meas_v = (new[:2] - cur[:2]) / dt
+        v = meas_v if v is None else 0.5 * v + 0.5 * meas_v
+        cur, prev_t, ref = new, t, mine
+        out.append((t, cur.copy()))
+    return out
+
+
+def _extend_reviewed(out, rev, RW, rts, todo, poses, added, events, tid, W, lab_ts, cfg, frame_points) -> list[dict]:
+    """Boxes for reviewed objects at unreviewed keyframes where no kept label stands for them: every person's box
+    is followed by the LiDAR (:func:`follow`) forward and backward up to the neighbouring reviewed frames, starting
+    from its track's velocity (confirmed moving track) or none (added box; static track: zero)."""
+    fill: list[dict] = []
+    have: dict[int, np.ndarray] = {int(t): g[["x", "y"]].to_numpy(np.float64) for t, g in out.groupby("timestamp_ns")}
+    cats = rev["category"].to_numpy(dtype=object)
+    rev_ts = rev["timestamp_ns"].to_numpy(np.int64)
+    # velocity of each person's box from its confirmed track
+    vel: dict[int, np.ndarray] = {}
+    for k, ev in events.items():
+        rows = np.nonzero(tid == k)[0]
+        static = _is_static(W[rows, :2], cfg.static_max_disp_m)
+        order = rows[np.argsort(lab_ts[rows])]
+        for t_r, ok, j in ev:
+            if not ok:
+                continue
+            if static or len(order) < 2:
+                vel[j] = np.zeros(2)
+                continue
+            i = int(np.searchsorted(lab_ts[order], t_r))
+            a, b = order[max(0, i - 1)], order[min(len(order) - 1, i + 1)]
+            if lab_ts[b] == lab_ts[a]:
+                continue
+            vel[j] = (W[b, :2] - W[a, :2]) / ((lab_ts[b] - lab_ts[a]) / 1e9)
+    for j in range(len(rev)):
+        r = int(rev_ts[j])
+        lb = rev[list(BOX_COLUMNS)].to_numpy(np.float64)[j]
+        later = [t for t in rts if t > r]
+        earlier = [t for t in rts if t < r]
+        fwd = [t for t in todo if r < t < (later[0] if later else np.inf)]
+        bwd = [t for t in reversed(todo) if (earlier[-1] if earlier else -np.inf) < t < r]
+        for times in (fwd, bwd):
+            for t, wb in follow(RW[j], vel.get(j), r, times, poses, frame_points, cats[j], cfg):
+                b = to_world_boxes(wb[None], invert(poses[t]))[0]
+                h = have.get(t)
+                if h is not None and len(h) and np.min(np.hypot(h[:, 0] - b[0], h[:, 1] - b[1])) < cfg.match_dist_m:
+                    continue
+                fill.append({"timestamp_ns": t, "object_id": f"rv{r}-{j}", "track_id": None,
+                             **dict(zip(BOX_COLUMNS, map(float, b))), "category": cats[j], "score": 1.0,
+                             "provenance": PROVENANCE})
+                have[t] = np.vstack([h, b[None, :2]]) if h is not None and len(h) else b[None, :2]
+    return fill
