@@ -15,6 +15,7 @@ from typing import Any, get_type_hints
 import yaml
 
 from labeler.errors import ConfigError
+from labeler.refine.propagate import PropagateCfg
 from labeler.refine.signals import SignalCfg
 from labeler.refine.smoothing import RefineCfg
 
@@ -107,6 +108,8 @@ class SelectionCfg:
     review_min_score: float = 0.3    # pre-annotations shown to reviewers need this score; lower than the accept
                                      # scores on purpose: a right box costs a reviewer ~2 s to verify, a wrong one ~3 s
                                      # to delete, a missing one ~90 s to draw (labeler.review.effort.CostModel)
+    spread_s: float = 0.0            # diverse: > 0 also spreads picks over each log, for review propagation (a
+                                     # reviewed frame fixes its neighbours; labeler.refine.signals.select_diverse)
 
     def accept_threshold(self, category: str) -> float:
         return float(self.accept_score_by_class.get(str(category), self.accept_score))
@@ -141,6 +144,13 @@ class DaskCfg:
 
 
 @dataclass(frozen=True)
+class ReviewCfg:
+    propagate: PropagateCfg = field(default_factory=PropagateCfg)  # `labeler pull`: carry each reviewed frame's
+                                     # labels along the refined tracks to the log's auto-accepted frames
+                                     # (labeler/refine/propagate.py, docs/refinement.md)
+
+
+@dataclass(frozen=True)
 class PipelineConfig:
     night: str = "demo"                    # run key: re-running the same night replaces its outputs, never duplicates tasks
     state_dir: str = "${state}"
@@ -153,6 +163,7 @@ class PipelineConfig:
     refine: RefineCfg = field(default_factory=RefineCfg)      # offboard refinement per log (docs/refinement.md)
     signals: SignalCfg = field(default_factory=SignalCfg)     # uncertainty signals -> frame priority and reasons
     selection: SelectionCfg = field(default_factory=SelectionCfg)
+    review: ReviewCfg = field(default_factory=ReviewCfg)
     render: RenderCfg = field(default_factory=RenderCfg)
     studio: StudioCfg = field(default_factory=StudioCfg)
     dask: DaskCfg = field(default_factory=DaskCfg)

@@ -69,6 +69,7 @@ def select_frames(log_ids, timestamps_ns, priorities, base_priorities, reasons, 
     lids = [log_ids[i] for i in eligible]
     ts = np.asarray(timestamps_ns, dtype=np.int64)[eligible]
     base = np.asarray(base_priorities, dtype=np.float64)[eligible]
-    sub = select_diverse(lids, ts, base, [list(reasons[i]) for i in eligible], 1.0, max_frames=k, min_gap_s=cfg.min_gap_s)
+    sub = select_diverse(lids, ts, base, [list(reasons[i]) for i in eligible], 1.0, max_frames=k, min_gap_s=cfg.min_gap_s,
+                         spread_s=cfg.spread_s)
     chosen[eligible[sub]] = True
     return chosen

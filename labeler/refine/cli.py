@@ -106,8 +106,8 @@ def _refine_cfg(items: list[str] | None):
 
 def _from_pipeline(cfg, args):
     """Benchmark settings from a pipeline YAML (what the nightly job does): the detector's score threshold, the
-    refinement settings, the refined accept scores and, with ``refine.context_hz`` >= the logs' 10 Hz, refinement
-    on every frame. Flags given explicitly win."""
+    refinement settings, the refined accept scores, the selection's spread, review propagation and, with
+    ``refine.context_hz`` >= the logs' 10 Hz, refinement on every frame. Flags given explicitly win."""
     import dataclasses
 
     from labeler.pipeline.config import load_config
@@ -115,9 +115,11 @@ def _from_pipeline(cfg, args):
     pc = load_config(args.config)
     over = {"pred_min_score": pc.model.score_threshold, "accept_score": pc.selection.accept_score,
             "accept_refined": dict(pc.selection.accept_score_by_class), "refine": pc.refine,
-            "refine_step": 1 if pc.refine.context_hz >= 10 else 0}
+            "refine_step": 1 if pc.refine.context_hz >= 10 else 0, "spread_s": pc.selection.spread_s,
+            "propagate": pc.review.propagate}
     given = {"pred_min_score": args.min_score != 0.3, "accept_score": args.accept_score != 0.3,
-             "accept_refined": bool(args.accept_refined), "refine": bool(args.refine), "refine_step": args.refine_step != 0}
+             "accept_refined": bool(args.accept_refined), "refine": bool(args.refine), "refine_step": args.refine_step != 0,
+             "spread_s": args.spread is not None, "propagate": args.propagate is not None}
     return dataclasses.replace(cfg, **{k: v for k, v in over.items() if not given[k]})
 
 
@@ -152,7 +154,7 @@ def cmd_bench_efficiency(args) -> int:
                    accept_raw=_class_scores(args.accept_raw, "--accept-raw"),
                    accept_refined=_class_scores(args.accept_refined, "--accept-refined"),
                    refine=_refine_cfg(args.refine), refine_step=args.refine_step, pred_min_score=args.min_score,
-                   propagate=_propagate_cfg(args.propagate))
+                   propagate=_propagate_cfg(args.propagate), spread_s=args.spread or 0.0)
     if args.config:
         cfg = _from_pipeline(cfg, args)
     cm = CostModel.with_overrides(args.cost)
@@ -224,6 +226,8 @@ def add_bench_parser(sub) -> argparse.ArgumentParser:
     e.add_argument("--propagate", nargs="*", metavar="KEY=VALUE",
                    help="also report refined rows where the reviewed frames' labels are propagated along the tracks to "
                         "the other frames (labeler.refine.propagate.PropagateCfg; optional overrides, e.g. hold_s=2)")
+    e.add_argument("--spread", type=float, help="all-signals selection spreads its picks over each log, seconds "
+                                                "(select_diverse spread_s; default 0, or the --config's selection.spread_s)")
     e.add_argument("--log-index", help="use only these held-out logs (comma-separated indices, e.g. 2,3: the ones the "
                                        "settings were not tuned on)")
     e.add_argument("--cost", action="append", help="override a cost, key=seconds (see labeler.review.effort.CostModel); repeatable")

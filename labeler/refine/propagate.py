@@ -54,15 +54,16 @@ class PropagateCfg:
                                        # also held as a static object past both ends
     max_speed_mps: dict = field(default_factory=lambda: dict(MAX_SPEED_MPS))  # linking gate per class
     max_range_m: float = 50.0          # boxes followed to a frame only within this of the LiDAR ...
-    min_points: int = 2                # ... and holding at least this many LiDAR points (bottom 0.3 m not counted)
+    min_points: int = 1                # ... and holding at least this many LiDAR points (bottom 0.3 m not counted)
     min_point_frac: float = 0.3        # ... and this share of what the person's box held
-    follow_s: float = 3.0              # a person's box no kept track carries is followed by the LiDAR at most this
+    follow_s: float = 5.0              # a person's box no kept track carries is followed by the LiDAR at most this
                                        # long before / after its review ...
     search_m: float = 1.0              # ... searching this far around the constant-velocity prediction
     search_first_m: float = 8.0        # ... and, with no velocity known (an added box), this far (and at most the
                                        # class's top speed x the frame gap)
     min_register: float = 0.5          # ... stopping where fewer than this share of its points find a match
     search_step_m: float = 0.2
+    drop_empty: bool = True            # a propagated box with no LiDAR point inside is not emitted (occluded)
 
 
 def to_world_boxes(boxes: np.ndarray, T: np.ndarray) -> np.ndarray:
@@ -206,7 +207,24 @@ def propagate(labels: pd.DataFrame, reviewed: pd.DataFrame, reviewed_frames, pos
     fill = _extend_reviewed(out, rev, RW, rts, todo, poses, added, events, tid, W, lab_ts, cfg, frame_points)
     if len(fill):
         out = pd.concat([out, pd.DataFrame(fill, columns=cols)], ignore_index=True)
+    if cfg.drop_empty:
+        out = out[~_empty_propagated(out, frame_points)]
     return out.sort_values(["timestamp_ns", "object_id"]).reset_index(drop=True)
+
+
+def _empty_propagated(out: pd.DataFrame, frame_points) -> np.ndarray:
+    """Mask of propagated boxes holding no LiDAR point at all (an occluded object, or a box a review carried past
+    where its object went)."""
+    from labeler.geometry.boxes import count_points_windowed
+
+    empty = np.zeros(len(out), dtype=bool)
+    prov = out["provenance"].to_numpy(dtype=object) == PROVENANCE
+    for t, idx in out.reset_index(drop=True).groupby("timestamp_ns").indices.items():
+        idx = idx[prov[idx]]
+        if len(idx):
+            n = count_points_windowed(frame_points(int(t)), out[list(BOX_COLUMNS)].to_numpy(np.float64)[idx])
+            empty[idx] = n == 0
+    return empty
 
 
 def _count_grid(pts: np.ndarray, box: np.ndarray, offsets: np.ndarray) -> np.ndarray:
