@@ -60,7 +60,7 @@ def _class_scores(text: str | None, flag: str) -> dict:
 _NESTED = ("track", "proposals", "rescore")  # RefineCfg settings groups: --refine track.<key>=, proposals.<key>=, rescore.<key>=
 
 
-def _parse_value(cur, v: str, kv: str, name: str):
+def _parse_value(cur, v: str, kv: str, name: str, flag: str = "--refine"):
     """``v`` as the type of the current value ``cur`` (bool: true/false; dict: class=value,class=value)."""
     from labeler.errors import ConfigError
 
@@ -69,13 +69,13 @@ def _parse_value(cur, v: str, kv: str, name: str):
             return True
         if v.strip().lower() in ("false", "0", "no", "off"):
             return False
-        raise ConfigError(f"--refine {kv!r}: {name} needs true or false")
+        raise ConfigError(f"{flag} {kv!r}: {name} needs true or false")
     if isinstance(cur, dict):
-        return _class_scores(v, f"--refine {name}")
+        return _class_scores(v, f"{flag} {name}")
     try:
         return type(cur)(v)
     except ValueError:
-        raise ConfigError(f"--refine {kv!r}: {name} needs a {type(cur).__name__}") from None
+        raise ConfigError(f"{flag} {kv!r}: {name} needs a {type(cur).__name__}") from None
 
 
 def _refine_cfg(items: list[str] | None):
@@ -139,7 +139,7 @@ def _propagate_cfg(items: list[str] | None):
         k, _, v = kv.partition("=")
         if k not in fields:
             raise ConfigError(f"--propagate {kv!r}: unknown setting; known: {sorted(fields)}")
-        cfg = dataclasses.replace(cfg, **{k: _parse_value(getattr(cfg, k), v, kv, k)})
+        cfg = dataclasses.replace(cfg, **{k: _parse_value(getattr(cfg, k), v, kv, k, "--propagate")})
     return cfg
 
 

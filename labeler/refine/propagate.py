@@ -118,6 +118,9 @@ def propagate(labels: pd.DataFrame, reviewed: pd.DataFrame, reviewed_frames, pos
     for t, idx in lab.groupby("timestamp_ns").indices.items():
         W[idx] = to_world_boxes(lab[list(BOX_COLUMNS)].to_numpy(np.float64)[idx], poses[int(t)])
     rev = reviewed.reset_index(drop=True)
+    if len(rev) == 0:  # every reviewed frame ended empty
+        rev = pd.DataFrame({c: pd.Series(dtype="int64" if c == "timestamp_ns" else "object" if c == "category" else "float64")
+                            for c in ("timestamp_ns", *BOX_COLUMNS, "category")})
     RW = np.zeros((len(rev), 7))
     for t, idx in rev.groupby("timestamp_ns").indices.items():
         RW[idx] = to_world_boxes(rev[list(BOX_COLUMNS)].to_numpy(np.float64)[idx], poses[int(t)])
@@ -222,7 +225,10 @@ def _empty_propagated(out: pd.DataFrame, frame_points) -> np.ndarray:
     for t, idx in out.reset_index(drop=True).groupby("timestamp_ns").indices.items():
         idx = idx[prov[idx]]
         if len(idx):
-            n = count_points_windowed(frame_points(int(t)), out[list(BOX_COLUMNS)].to_numpy(np.float64)[idx])
+            b = out[list(BOX_COLUMNS)].to_numpy(np.float64)[idx].copy()
+            b[:, 2] += EMPTY_CLEARANCE_M / 2      # ground returns at the box's bottom are not the object's
+            b[:, 5] = np.maximum(0.1, b[:, 5] - EMPTY_CLEARANCE_M)
+            n = count_points_windowed(frame_points(int(t)), b)
             empty[idx] = n == 0
     return empty
 
@@ -244,6 +250,8 @@ def _count_grid(pts: np.ndarray, box: np.ndarray, offsets: np.ndarray) -> np.nda
     return inside.sum(axis=1)
 
 
+EMPTY_CLEARANCE_M = 0.05  # drop_empty: a box's lowest 0.05 m is not counted (ground returns)
+PLATEAU_M = 1.0  # register_shift: best shifts spread wider than this are ambiguous (not averaged)
 GROUND_CLEARANCE_M = 0.3  # a box's lowest 0.3 m is not counted when checking LiDAR support (ground returns)
 
 
@@ -270,7 +278,8 @@ def register_shift(ref_xy: np.ndarray, cur_xy: np.ndarray, radius: float, cell: 
                    max_ref: int = 300, offsets: np.ndarray | None = None) -> tuple[np.ndarray, float]:
     """The BEV shift (within ``radius``, or one of ``offsets``) that lays the reference points ``ref_xy`` best onto
     ``cur_xy``: the share of reference points landing within one ``cell`` of a current point, on a ``cell`` grid of
-    shifts; among shifts scoring the best, the smallest. Returns (shift (2,), share)."""
+    shifts; the centre of the shifts scoring the best when they lie within :data:`PLATEAU_M`, else the smallest of
+    them. Returns (shift (2,), share)."""
     if len(ref_xy) == 0 or len(cur_xy) == 0:
         return np.zeros(2), 0.0
     ref = ref_xy[:: max(1, len(ref_xy) // max_ref)]
@@ -288,7 +297,10 @@ def register_shift(ref_xy: np.ndarray, cur_xy: np.ndarray, radius: float, cell: 
     q = ((ref[None, :, :] + offs[:, None, :] - lo) / cell).astype(int)   # (K, M, 2)
     score = dil[q[..., 0], q[..., 1]].sum(axis=1) / len(ref)
     good = np.nonzero(score >= score.max() - 1e-9)[0]
-    k = good[np.argmin(np.hypot(offs[good, 0], offs[good, 1]))]
+    span = np.ptp(offs[good], axis=0).max() if len(good) > 1 else 0.0
+    if span <= PLATEAU_M:   # the cell tolerance makes a small plateau of best shifts: its centre is the shift
+        return offs[good].mean(axis=0), float(score[good[0]])
+    k = good[np.argmin(np.hypot(offs[good, 0], offs[good, 1]))]   # ambiguous (a long flat side): the smallest
     return offs[k], float(score[k])
 
 
@@ -341,6 +353,8 @@ def follow(world_box: np.ndarray, velocity, t0: int, times, poses: dict, frame_p
             offs = np.stack([a.ravel() * c - b.ravel() * s_, a.ravel() * s_ + b.ravel() * c], -1)
         now = _box_points_world(frame_points(t), T, pred, radius)
         shift, share = register_shift(ref + (pred[:2] - cur[:2]), now, radius, offsets=offs)
+        fine, _ = register_shift(ref + (pred[:2] - cur[:2]) + shift, now, 0.3, cell=0.1)   # then to 0.1 m
+        shift = shift + fine
         if share < cfg.min_register:
             break
         new = pred.copy()

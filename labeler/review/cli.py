@@ -41,7 +41,13 @@ def cmd_pull(args) -> int:
         return 2
     from labeler.review.pull import state_of_run
 
-    res = pull_run(run, export=not args.no_export, bank_state=None if args.no_bank else str(state_of_run(run)))
+    prop = None
+    if args.no_propagate:
+        from labeler.refine.propagate import PropagateCfg
+
+        prop = PropagateCfg(enabled=False)
+    res = pull_run(run, export=not args.no_export, bank_state=None if args.no_bank else str(state_of_run(run)),
+                   propagate=prop)
     print(res.format())
     return 0
 
@@ -95,6 +101,9 @@ def add_parsers(sub) -> None:
     p.add_argument("--no-export", action="store_true", help="write the tables only, no KITTI / nuScenes files")
     p.add_argument("--no-bank", action="store_true",
                    help="do not add the reviewed frames to the corner-case bank (<state>/bank, checked by `labeler gate`)")
+    p.add_argument("--no-propagate", action="store_true",
+                   help="keep the auto-accepted frames' labels as the run accepted them, even when the run's config has "
+                        "review.propagate.enabled (which carries reviewed labels along the tracks to those frames)")
     p.set_defaults(func=cmd_pull)
 
     r = sub.add_parser("report", help="reports of a run (review: human effort vs labeling from scratch)",

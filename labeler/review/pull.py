@@ -60,6 +60,7 @@ class PullResult:
     labels_2d: int = 0
     bank_version: int | None = None   # corner-case bank version written by this pull (None: nothing new / off)
     bank_frames: int = 0              # reviewed frames added to the bank
+    propagated: int = 0               # auto-accepted frames' labels confirmed / corrected / added by a review
     files: dict = field(default_factory=dict)
 
     def format(self) -> str:
@@ -69,7 +70,8 @@ class PullResult:
             f"  frames reviewed {self.frames_reviewed} (bad {self.frames_bad}), skipped {self.frames_skipped}, "
             f"pending {self.frames_pending}, auto-accepted {self.frames_auto}",
             f"  box actions     {acts}",
-            f"  labels          {self.labels} 3D, {self.labels_2d} 2D",
+            f"  labels          {self.labels} 3D, {self.labels_2d} 2D"
+            + (f" ({self.propagated} 3D propagated from reviewed frames)" if self.propagated else ""),
         ]
         if self.bank_version is not None:
             lines.append(f"  corner-case bank v{self.bank_version}: +{self.bank_frames} reviewed frames")
@@ -369,7 +371,7 @@ def _client_for(run_dir):
 
 
 def pull_run(run_dir: str, client=None, *, export: bool = True, exported_tasks: dict | None = None,
-             bank_state: str | None = None) -> PullResult:
+             bank_state: str | None = None, propagate=None) -> PullResult:
     """Pull the run's review results: writes tables review_log, review_frames, labels, labels_2d (replacing
     earlier pulls) and, with ``export``, KITTI label files and a nuScenes-style JSON under ``<run>/labels/``.
 
@@ -380,6 +382,8 @@ def pull_run(run_dir: str, client=None, *, export: bool = True, exported_tasks: 
         bank_state: state dir of the corner-case bank (:mod:`labeler.refine.bank`): every reviewed frame (not a
             bad frame) is added with its final labels and its review reasons as a new bank version, so
             ``labeler gate`` checks new models on it. None: the bank is left alone.
+        propagate: :class:`labeler.refine.propagate.PropagateCfg` for carrying the reviewed frames' labels to the
+            log's auto-accepted frames (:mod:`labeler.review.propagation`); None: the run's ``review.propagate``.
     """
     from labeler.studio.push import export_tasks
 
@@ -418,6 +422,10 @@ def pull_run(run_dir: str, client=None, *, export: bool = True, exported_tasks: 
                 labels += o["labels"]
                 labels_2d += o["labels_2d"]
         auto, auto_2d, auto_keys = _auto_labels(run_dir, run_id, record)
+        from labeler.review.propagation import propagate_cfg_of, propagate_run
+
+        pcfg = propagate if propagate is not None else propagate_cfg_of(record)
+        auto, auto_2d, res.propagated = propagate_run(run_dir, record, run_id, frames, labels, auto, auto_2d, auto_keys, pcfg)
         reviewed = {(f["log_id"], f["timestamp_ns"]) for f in frames}
         labels = [x for x in auto if (x["log_id"], x["timestamp_ns"]) not in reviewed] + labels
         labels_2d = [x for x in auto_2d if (x["log_id"], x["timestamp_ns"]) not in reviewed] + labels_2d

@@ -69,7 +69,7 @@ LABELS = TableSpec(
        ("l", _F, False), ("w", _F, False), ("h", _F, False),
        ("yaw", _F, False),
        ("category", pa.string(), False),
-       ("provenance", pa.string(), False),         # auto | human
+       ("provenance", pa.string(), False),         # auto | human | propagated (labeler.review.propagation)
        ("score", _F, True),                        # model score (auto; human boxes: null)
        ("uncertainty", _F, True),                  # when predictions_3d has such a column
        ("model_version", pa.string(), False),

@@ -1,0 +1,158 @@
+"""Review propagation on hand-made scenes where the right answer is known: a confirmed track takes the person's
+class, size and pose; a deleted track is dropped near its review; an unreviewed track keeps the auto-accept rule;
+a moving track's correction is interpolated between two reviews; a person's added box is followed through the
+LiDAR; an occluded propagated box is not emitted; and the shift registration and the spread selection."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from labeler.geometry.boxes import BOX_COLUMNS
+from labeler.refine.propagate import PROVENANCE, PropagateCfg, follow, propagate, register_shift
+from labeler.refine.signals import select_diverse
+
+S = 1_000_000_000
+T = [k * S // 2 for k in range(9)]        # keyframes at 2 Hz
+EYE = {t: np.eye(4) for t in T}           # the LiDAR frame is the world frame
+CFG = PropagateCfg(enabled=True)
+
+
+def _rows(track, boxes, cat="car", score=0.8, times=T, source="detected"):
+    return [{"timestamp_ns": t, "object_id": f"{track}-{k}", "track_id": track, **dict(zip(BOX_COLUMNS, b)),
+             "category": cat, "score": score, "source": source} for k, (t, b) in enumerate(zip(times, boxes))]
+
+
+def _human(t, box, cat="car"):
+    return {"timestamp_ns": t, **dict(zip(BOX_COLUMNS, box)), "category": cat}
+
+
+def _df(rows):
+    return pd.DataFrame(rows)
+
+
+def test_a_confirmed_static_track_takes_the_persons_class_size_and_pose_everywhere():
+    rng = np.random.default_rng(0)
+    noisy = [[10 + rng.normal(0, 0.2), 5 + rng.normal(0, 0.2), -0.9, 4.0, 1.7, 1.5, 0.1] for _ in T]
+    lab = _df(_rows("t1", noisy, cat="car", score=0.2))           # too weak to be auto-accepted
+    truth = [10.0, 5.0, -0.8, 5.5, 2.2, 2.4, 0.0]
+    out = propagate(lab, _df([_human(T[4], truth, "truck")]), [T[4]], EYE, T, np.zeros(len(lab), bool), CFG)
+    assert sorted(out.timestamp_ns) == [t for t in T if t != T[4]]   # the reviewed frame is the person's, not ours
+    assert (out.provenance == PROVENANCE).all() and (out.category == "truck").all()
+    np.testing.assert_allclose(out[list(BOX_COLUMNS)].to_numpy(), np.tile(truth, (len(out), 1)), atol=1e-9)
+
+
+def test_a_deleted_track_is_dropped_and_an_unreviewed_track_keeps_the_accept_rule():
+    still = [[20.0, -3.0, -0.9, 4.5, 1.8, 1.5, 0.0]] * len(T)
+    ghost = _rows("ghost", still, score=0.9)                                    # reviewed away at T[4]
+    far = _rows("far", [[70.0, 0.0, -0.9, 4.5, 1.8, 1.5, 0.0]] * len(T), score=0.9)  # beyond the review's range
+    late = _rows("late", [[5.0, 8.0, -0.9, 4.5, 1.8, 1.5, 0.0]] * 3, times=T[6:], score=0.9)
+    weak = _rows("weak", [[5.0, -8.0, -0.9, 4.5, 1.8, 1.5, 0.0]] * 3, times=T[6:], score=0.1)
+    lab = _df(ghost + far + late + weak)
+    accept = lab["score"].to_numpy() >= 0.5
+    out = propagate(lab, _df([]), [T[4]], EYE, T, accept, CFG)
+    assert "ghost" not in set(out.track_id)
+    assert set(out.track_id) == {"far", "late"} and (out.provenance == "auto").all()
+    assert len(out[out.track_id == "far"]) == len(T) - 1
+    no_reject = propagate(lab, _df([]), [T[4]], EYE, T, accept, PropagateCfg(enabled=True, reject=False))
+    assert "ghost" in set(no_reject.track_id)
+
+
+def test_a_moving_tracks_correction_is_interpolated_between_two_reviews():
+    # truth: 6 m/s along x; the track runs 0.6 m to the side and its error grows 0.1 m per frame
+    truth = [[6 * t / S, 2.0, -0.9, 4.5, 1.9, 1.6, 0.0] for t in T]
+    track = [[b[0] + 0.05 * k, b[1] + 0.6, -0.9, 4.2, 1.7, 1.5, 0.2] for k, b in enumerate(truth)]
+    lab = _df(_rows("m", track, score=0.9))
+    rev = _df([_human(T[0], truth[0]), _human(T[8], truth[8])])
+    out = propagate(lab, rev, [T[0], T[8]], EYE, T, np.ones(len(lab), bool), CFG)
+    got = out.sort_values("timestamp_ns")[list(BOX_COLUMNS)].to_numpy()
+    np.testing.assert_allclose(got, np.array(truth[1:8]), atol=1e-9)   # offsets linear in time: exact
+
+
+def _car_surface(box, n=400, rng=None):
+    """LiDAR-like points on the two faces of a car seen from the origin (its rear and its left side)."""
+    rng = rng or np.random.default_rng(0)
+    x, y, z, l, w, h, yaw = box
+    u = np.concatenate([np.full(n // 2, -l / 2), rng.uniform(-l / 2, l / 2, n // 2)])
+    v = np.concatenate([rng.uniform(-w / 2, w / 2, n // 2), np.full(n // 2, w / 2)])
+    zz = rng.uniform(z - h / 2, z + h / 2, n)
+    c, s = np.cos(yaw), np.sin(yaw)
+    return np.column_stack([x + u * c - v * s, y + u * s + v * c, zz])
+
+
+def _ground(rng):
+    g = rng.uniform(-40, 40, (3000, 2))
+    return np.column_stack([g, np.full(len(g), -1.75)])
+
+
+def test_a_persons_added_box_is_followed_through_the_lidar_until_its_object_leaves():
+    rng = np.random.default_rng(1)
+    truth = {t: [8.0 + 8.0 * t / S, -4.0, -0.95, 4.5, 1.9, 1.6, 0.0] for t in T}   # 8 m/s, no detection at all
+    gone = T[6]
+    pts = {t: np.vstack([_ground(rng)] + ([_car_surface(truth[t], rng=rng)] if t < gone else [])) for t in T}
+    lab = _df(_rows("other", [[-20.0, 20.0, -0.9, 4.5, 1.8, 1.5, 0.0]] * len(T), score=0.9))
+    out = propagate(lab, _df([_human(T[0], truth[T[0]])]), [T[0]], EYE, T, np.ones(len(lab), bool), CFG,
+                    frame_points=lambda t: pts[t])
+    mine = out[out.object_id.str.startswith("rv")].set_index("timestamp_ns")
+    assert sorted(mine.index) == T[1:6], "followed on every frame the car is in the LiDAR, and not after it left"
+    for t in mine.index:
+        assert np.hypot(mine.loc[t, "x"] - truth[t][0], mine.loc[t, "y"] - truth[t][1]) < 0.3
+    assert (mine.provenance == PROVENANCE).all() and (mine.category == "car").all()
+    # without the LiDAR nothing is invented
+    assert not propagate(lab, _df([_human(T[0], truth[T[0]])]), [T[0]], EYE, T, np.ones(len(lab), bool),
+                         CFG).object_id.str.startswith("rv").any()
+
+
+def test_an_occluded_propagated_box_is_not_emitted():
+    box = [12.0, 3.0, -0.95, 4.5, 1.9, 1.6, 0.0]
+    rng = np.random.default_rng(2)
+    hidden = T[3]
+    pts = {t: np.vstack([_ground(rng)] + ([] if t == hidden else [_car_surface(box, rng=rng)])) for t in T}
+    lab = _df(_rows("s", [box] * len(T), score=0.2))
+    out = propagate(lab, _df([_human(T[4], box)]), [T[4]], EYE, T, np.zeros(len(lab), bool), CFG,
+                    frame_points=lambda t: pts[t])
+    assert hidden not in set(out.timestamp_ns) and len(out) == len(T) - 2
+    kept = propagate(lab, _df([_human(T[4], box)]), [T[4]], EYE, T, np.zeros(len(lab), bool),
+                     PropagateCfg(enabled=True, drop_empty=False), frame_points=lambda t: pts[t])
+    assert hidden in set(kept.timestamp_ns)
+
+
+def test_register_shift_recovers_a_known_shift_and_follow_stops_past_follow_s():
+    rng = np.random.default_rng(3)
+    ref = _car_surface([0.0, 0.0, 0.0, 4.5, 1.9, 1.6, 0.4], rng=rng)[:, :2]
+    shift, share = register_shift(ref, ref + [1.4, -0.6], radius=3.0)
+    np.testing.assert_allclose(shift, [1.4, -0.6], atol=0.2 + 1e-9)
+    assert share > 0.9
+    _, none = register_shift(ref, ref + [20.0, 0.0], radius=3.0)
+    assert none == 0.0
+    box = np.array([10.0, 0.0, -0.95, 4.5, 1.9, 1.6, 0.0])
+    pts = np.vstack([_ground(rng), _car_surface(box, rng=rng)])
+    got = follow(box, np.zeros(2), T[0], T[1:], EYE, lambda t: pts, "car", PropagateCfg(enabled=True, follow_s=2.0))
+    assert [t for t, _ in got] == T[1:5]
+
+
+def test_spread_selection_shares_the_budget_between_logs_and_spreads_it_in_time():
+    n = 20
+    lids = ["a"] * n + ["b"] * n
+    ts = np.array(list(range(n)) * 2, dtype=np.int64) * (S // 2)
+    base = np.r_[np.full(n, 1.0), np.full(n, 0.5)]       # log a looks busier everywhere
+    reasons = [[] for _ in range(2 * n)]
+    plain = select_diverse(lids, ts, base, reasons, 0.1, min_gap_s=1.0)
+    assert plain[:n].sum() == 4 and plain[n:].sum() == 0   # without spreading log b gets nothing
+    m = select_diverse(lids, ts, base, reasons, 0.1, min_gap_s=1.0, spread_s=3.0)
+    assert m.sum() == 4 and m[:n].sum() >= 1 and m[n:].sum() >= 1
+    for lo in (0, n):
+        t = np.sort(ts[lo:lo + n][m[lo:lo + n]]) / S
+        assert np.all(np.diff(t) >= 3.0)
+
+
+@pytest.mark.parametrize("bad", ["follow_s=x", "nope=1"])
+def test_bench_propagate_option_errors_name_the_setting(bad):
+    from labeler.errors import ConfigError
+    from labeler.refine.cli import _propagate_cfg
+
+    with pytest.raises(ConfigError, match="--propagate"):
+        _propagate_cfg([bad])
+    assert _propagate_cfg(["follow_s=2"]).follow_s == 2.0 and _propagate_cfg([]).enabled
+    assert _propagate_cfg(None).enabled is False
