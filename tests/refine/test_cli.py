@@ -19,7 +19,7 @@ def test_class_scores_and_refine_overrides_name_the_fix():
 
 def test_benchmark_settings_from_the_nightly_config_unless_given():
     args = argparse.Namespace(config="pipelines/nightly.yaml", min_score=0.3, accept_score=0.3, accept_refined=None,
-                              refine=None, refine_step=0)
+                              refine=None, refine_step=0, spread=None, propagate=None)
     cfg = _from_pipeline(BenchCfg(), args)
     from labeler.pipeline.config import load_config
 
@@ -27,5 +27,12 @@ def test_benchmark_settings_from_the_nightly_config_unless_given():
     assert cfg.accept_refined == nightly.selection.accept_score_by_class and cfg.refine == nightly.refine
     assert cfg.refine_step == (1 if nightly.refine.context_hz >= 10 else 0)
     assert cfg.pred_min_score == nightly.model.score_threshold
+    assert cfg.spread_s == nightly.selection.spread_s > 0 and cfg.propagate == nightly.review.propagate
+    assert cfg.propagate.enabled
     mine = _from_pipeline(BenchCfg(refine_step=5), argparse.Namespace(**{**vars(args), "refine_step": 5}))
     assert mine.refine_step == 5
+    from labeler.refine.propagate import PropagateCfg
+
+    given = _from_pipeline(BenchCfg(spread_s=0.0, propagate=PropagateCfg(enabled=True, follow_s=1.0)),
+                           argparse.Namespace(**{**vars(args), "spread": 0.0, "propagate": ["follow_s=1"]}))
+    assert given.spread_s == 0.0 and given.propagate.follow_s == 1.0
