@@ -50,19 +50,17 @@ class PropagateCfg:
     reject: bool = True                # drop a track's boxes nearest a reviewed frame where the person deleted it
     review_range_m: float = 50.0       # a reviewed frame judges only boxes within this of the LiDAR (further ones
                                        # are not labelled, so their absence says nothing)
-    link_new_m: float = 1.0            # an added box linked to one at most this far on the next reviewed frame is
-                                       # also held as a static object past both ends
-    max_speed_mps: dict = field(default_factory=lambda: dict(MAX_SPEED_MPS))  # linking gate per class
+    max_speed_mps: dict = field(default_factory=lambda: dict(MAX_SPEED_MPS))  # an added box is searched for at
+                                       # most this far per second (class -> m/s)
     max_range_m: float = 50.0          # boxes followed to a frame only within this of the LiDAR ...
     min_points: int = 1                # ... and holding at least this many LiDAR points (bottom 0.3 m not counted)
-    min_point_frac: float = 0.3        # ... and this share of what the person's box held
     follow_s: float = 5.0              # a person's box no kept track carries is followed by the LiDAR at most this
                                        # long before / after its review ...
     search_m: float = 1.0              # ... searching this far around the constant-velocity prediction
-    search_first_m: float = 8.0        # ... and, with no velocity known (an added box), this far (and at most the
+    search_first_m: float = 4.0        # ... and, with no velocity known (an added box), this far (and at most the
                                        # class's top speed x the frame gap)
     min_register: float = 0.5          # ... stopping where fewer than this share of its points find a match
-    search_step_m: float = 0.2
+    search_step_m: float = 0.2         # shift grid of the registration (then a pass at half of it)
     drop_empty: bool = True            # a propagated box with no LiDAR point inside is not emitted (occluded)
 
 
@@ -233,24 +231,8 @@ def _empty_propagated(out: pd.DataFrame, frame_points) -> np.ndarray:
     return empty
 
 
-def _count_grid(pts: np.ndarray, box: np.ndarray, offsets: np.ndarray) -> np.ndarray:
-    """LiDAR points inside ``box`` (LiDAR frame, its lowest :data:`GROUND_CLEARANCE_M` left out) moved by each of
-    ``offsets`` (K, 2), vectorised: shape (K,)."""
-    x, y, z, l, w, h, yaw = box
-    zlo, zhi = z - h / 2 + GROUND_CLEARANCE_M, z + h / 2
-    r = 0.5 * np.hypot(l, w) + np.abs(offsets).max(initial=0.0) + 0.1
-    p = pts[(np.abs(pts[:, 0] - x) <= r) & (np.abs(pts[:, 1] - y) <= r) & (pts[:, 2] >= zlo) & (pts[:, 2] <= zhi)]
-    if len(p) == 0:
-        return np.zeros(len(offsets), dtype=np.int64)
-    c, s = np.cos(yaw), np.sin(yaw)
-    dx, dy = p[:, 0] - x, p[:, 1] - y
-    u, v = dx * c + dy * s, -dx * s + dy * c                       # points in the box's axes
-    ou, ov = offsets[:, 0] * c + offsets[:, 1] * s, -offsets[:, 0] * s + offsets[:, 1] * c
-    inside = (np.abs(u[None, :] - ou[:, None]) <= l / 2) & (np.abs(v[None, :] - ov[:, None]) <= w / 2)
-    return inside.sum(axis=1)
-
-
 EMPTY_CLEARANCE_M = 0.05  # drop_empty: a box's lowest 0.05 m is not counted (ground returns)
+SURFACE_M = 0.1  # an object's points lie on its box's faces: its point set is taken from the box grown by this
 PLATEAU_M = 1.0  # register_shift: best shifts spread wider than this are ambiguous (not averaged)
 GROUND_CLEARANCE_M = 0.3  # a box's lowest 0.3 m is not counted when checking LiDAR support (ground returns)
 
@@ -305,7 +287,7 @@ def register_shift(ref_xy: np.ndarray, cur_xy: np.ndarray, radius: float, cell: 
 
 
 def follow(world_box: np.ndarray, velocity, t0: int, times, poses: dict, frame_points, category: str,
-           cfg: "PropagateCfg") -> list[tuple[int, np.ndarray]]:
+           cfg: PropagateCfg) -> list[tuple[int, np.ndarray]]:
     """Follow a person's box (world frame, at keyframe ``t0``) through ``times`` (keyframes in walking order, all
     after or all before ``t0``) by registering its LiDAR points frame to frame (:func:`register_shift`): the box is
     predicted with the velocity (world m/s; None: unknown, searched within the class's top speed), then shifted to
@@ -313,7 +295,7 @@ def follow(world_box: np.ndarray, velocity, t0: int, times, poses: dict, frame_p
     fewer than ``min_points``, leaves ``max_range_m`` or passes ``follow_s``. Returns ``[(t, world box)]``."""
     out = []
     cur, prev_t = np.asarray(world_box, dtype=np.float64).copy(), int(t0)
-    ref = _box_points_world(frame_points(prev_t), poses[prev_t], cur, 0.0)
+    ref = _box_points_world(frame_points(prev_t), poses[prev_t], cur, SURFACE_M)
     v = None if velocity is None else np.asarray(velocity, dtype=np.float64)
     vmax = cfg.max_speed_mps.get(str(category), 15.0)
     if v is not None and np.hypot(*v) < STATIC_SPEED_MPS:
@@ -324,7 +306,7 @@ def follow(world_box: np.ndarray, velocity, t0: int, times, poses: dict, frame_p
                 break
             T = poses[t]
             lb = to_world_boxes(cur[None], invert(T))[0]
-            if np.hypot(lb[0], lb[1]) <= cfg.max_range_m and len(_box_points_world(frame_points(t), T, cur, 0.0)) >= cfg.min_points:
+            if np.hypot(lb[0], lb[1]) <= cfg.max_range_m and len(_box_points_world(frame_points(t), T, cur, SURFACE_M)) >= cfg.min_points:
                 out.append((t, cur.copy()))
         return out
     if len(ref) < cfg.min_points:
@@ -346,20 +328,22 @@ def follow(world_box: np.ndarray, velocity, t0: int, times, poses: dict, frame_p
             break
         offs = None
         if v is None and str(category) in ALONG_HEADING:     # a vehicle moves along its heading: search that line
-            along = np.arange(-np.ceil(radius / 0.2), np.ceil(radius / 0.2) + 1) * 0.2
-            side = np.arange(-np.ceil(cfg.search_m / 0.2), np.ceil(cfg.search_m / 0.2) + 1) * 0.2
+            st = cfg.search_step_m
+            along = np.arange(-np.ceil(radius / st), np.ceil(radius / st) + 1) * st
+            side = np.arange(-np.ceil(cfg.search_m / st), np.ceil(cfg.search_m / st) + 1) * st
             a, b = np.meshgrid(along, side, indexing="ij")
             c, s_ = np.cos(cur[6]), np.sin(cur[6])
             offs = np.stack([a.ravel() * c - b.ravel() * s_, a.ravel() * s_ + b.ravel() * c], -1)
         now = _box_points_world(frame_points(t), T, pred, radius)
-        shift, share = register_shift(ref + (pred[:2] - cur[:2]), now, radius, offsets=offs)
-        fine, _ = register_shift(ref + (pred[:2] - cur[:2]) + shift, now, 0.3, cell=0.1)   # then to 0.1 m
+        st = cfg.search_step_m
+        shift, share = register_shift(ref + (pred[:2] - cur[:2]), now, radius, cell=st, offsets=offs)
+        fine, _ = register_shift(ref + (pred[:2] - cur[:2]) + shift, now, 1.5 * st, cell=st / 2)   # then half a cell
         shift = shift + fine
         if share < cfg.min_register:
             break
         new = pred.copy()
         new[:2] += shift
-        mine = _box_points_world(frame_points(t), T, new, 0.0)
+        mine = _box_points_world(frame_points(t), T, new, SURFACE_M)
         if len(mine) < cfg.min_points:
             break
         meas_v = (new[:2] - cur[:2]) / dt
@@ -396,7 +380,6 @@ def _extend_reviewed(out, rev, RW, rts, todo, poses, added, events, tid, W, lab_
             vel[j] = (W[b, :2] - W[a, :2]) / ((lab_ts[b] - lab_ts[a]) / 1e9)
     for j in range(len(rev)):
         r = int(rev_ts[j])
-        lb = rev[list(BOX_COLUMNS)].to_numpy(np.float64)[j]
         later = [t for t in rts if t > r]
         earlier = [t for t in rts if t < r]
         fwd = [t for t in todo if r < t < (later[0] if later else np.inf)]
