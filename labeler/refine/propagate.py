@@ -12,8 +12,9 @@ its score) by BEV centre distance, in the world frame. Then each track is
   those boxes are dropped;
 * left alone where no reviewed frame saw it: the ordinary auto-accept rule applies.
 
-A box the person added where no track was (a detector miss) and added again at the same world place on the next
-reviewed frame of the log is a static object: it is filled in on the keyframes between the two.
+With the LiDAR points (``frame_points``), every person's box that no kept track carries to a keyframe (a detector
+miss, a track that ends) is followed there by registering its points frame to frame (:func:`follow`), up to the
+neighbouring reviewed frames; a propagated box with no point is not emitted (an occluded object is not labelled).
 
 Pure functions on DataFrames (LiDAR-frame boxes ``x, y, z, l, w, h, yaw``; poses ``timestamp_ns -> 4x4
 world_from_lidar``). The pipeline applies it in ``labeler pull`` (provenance ``propagated``); the efficiency
@@ -126,7 +127,6 @@ def propagate(labels: pd.DataFrame, reviewed: pd.DataFrame, reviewed_frames, pos
 
     # verdicts: track -> list of (t_review, confirmed?, reviewed row or -1)
     events: dict[str, list[tuple[int, bool, int]]] = {}
-    added: dict[int, list[int]] = {}   # reviewed frame -> reviewed rows matched to no refined box
     rev_ts = rev["timestamp_ns"].to_numpy(np.int64)
     lab_ts = lab["timestamp_ns"].to_numpy(np.int64)
     for r in rts:
@@ -143,7 +143,6 @@ def propagate(labels: pd.DataFrame, reviewed: pd.DataFrame, reviewed_frames, pos
         for i in li[judged]:
             if i not in matched_l and tid[i] is not None:
                 events.setdefault(tid[i], []).append((r, False, -1))
-        added[r] = sorted(set(ri.tolist()) - set(ri[b].tolist()))
 
     todo_set = set(todo)
     keep = lab["timestamp_ns"].isin(todo_set).to_numpy() & lab["_accept"].to_numpy()
@@ -205,7 +204,7 @@ def propagate(labels: pd.DataFrame, reviewed: pd.DataFrame, reviewed_frames, pos
         return out.sort_values(["timestamp_ns", "object_id"]).reset_index(drop=True)
 
     # a person's box the tracks do not carry to a frame: followed there when the LiDAR agrees
-    fill = _extend_reviewed(out, rev, RW, rts, todo, poses, added, events, tid, W, lab_ts, cfg, frame_points)
+    fill = _extend_reviewed(out, rev, RW, rts, todo, poses, events, tid, W, lab_ts, cfg, frame_points)
     if len(fill):
         out = pd.concat([out, pd.DataFrame(fill, columns=cols)], ignore_index=True)
     if cfg.drop_empty:
@@ -353,7 +352,7 @@ def follow(world_box: np.ndarray, velocity, t0: int, times, poses: dict, frame_p
     return out
 
 
-def _extend_reviewed(out, rev, RW, rts, todo, poses, added, events, tid, W, lab_ts, cfg, frame_points) -> list[dict]:
+def _extend_reviewed(out, rev, RW, rts, todo, poses, events, tid, W, lab_ts, cfg, frame_points) -> list[dict]:
     """Boxes for reviewed objects at unreviewed keyframes where no kept label stands for them: every person's box
     is followed by the LiDAR (:func:`follow`) forward and backward up to the neighbouring reviewed frames, starting
     from its track's velocity (confirmed moving track) or none (added box; static track: zero)."""
