@@ -58,7 +58,7 @@ class PropagateCfg:
     follow_s: float = 5.0              # a person's box no kept track carries is followed by the LiDAR at most this
                                        # long before / after its review ...
     search_m: float = 1.0              # ... searching this far around the constant-velocity prediction
-    search_first_m: float = 4.0        # ... and, with no velocity known (an added box), this far (and at most the
+    search_first_m: float = 8.0        # ... and, with no velocity known (an added box), this far (and at most the
                                        # class's top speed x the frame gap)
     min_register: float = 0.5          # ... stopping where fewer than this share of its points find a match
     search_step_m: float = 0.2         # shift grid of the registration (then a pass at half of it)

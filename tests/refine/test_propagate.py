@@ -88,7 +88,7 @@ def _ground(rng):
 
 def test_a_persons_added_box_is_followed_through_the_lidar_until_its_object_leaves():
     rng = np.random.default_rng(1)
-    # 6 m/s (3 m per keyframe: an added box is searched for up to search_first_m 4 m), no detection at all
+    # 6 m/s (3 m per keyframe; an added box is searched for up to search_first_m), no detection at all
     truth = {t: [8.0 + 6.0 * t / S, -4.0, -0.95, 4.5, 1.9, 1.6, 0.0] for t in T}
     gone = T[6]
     pts = {t: np.vstack([_ground(rng)] + ([_car_surface(truth[t], rng=rng)] if t < gone else [])) for t in T}
