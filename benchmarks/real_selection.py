@@ -82,8 +82,11 @@ def to_markdown(res: list[dict], model: str, budget: float) -> str:
         lines.append("")
     lines += ["Every frame of both samples carries most reason kinds: on these real sensors the simulator-trained "
               "detector reports many uncertain boxes (TTA disagreement, boxes with few points, score band) and the "
-              "above-ground clusters it misses, so the priority mostly counts uncertain boxes (0.05 each) and the "
-              "budget picks the frame with the most. On AV2 (two frames, 0.1 s apart) every track is a short track.", "",
+              "above-ground clusters it misses, so the priority mostly counts uncertain boxes (0.05 each). With the "
+              "nightly `selection.spread_s` (3 s, for review propagation) a frame is worth the uncertainty it covers "
+              "within 3 s, so on SUSTechPOINTS (frames 0.5-1.5 s apart) the budget picks a frame near the middle of the "
+              "sequence, not the one with the most uncertain boxes (1821295309320 before). On AV2 (two frames, 0.1 s "
+              "apart) every track is a short track.", "",
               "`kind xN`: the reason holds for N distinct tracks (or boxes) of the frame. Reason kinds: `uncertain_score` a box scored in [0.3, 0.6); `tta_disagreement:<track>` flips at test time "
               "disagree; `likely_fp:<track>` a box with < 5 LiDAR points; `short_track:<track>` a track seen in < 3 "
               "frames (appears and vanishes); `class_switch` / `yaw_flip` along a track; `missed_cluster` an above-ground "
