@@ -149,20 +149,22 @@ def propagate(labels: pd.DataFrame, reviewed: pd.DataFrame, reviewed_frames, pos
     prov = np.array(["auto"] * len(lab), dtype=object)
     B = lab[list(BOX_COLUMNS)].to_numpy(np.float64).copy()
     cat = lab["category"].to_numpy(dtype=object).copy()
+    rows_of = {k: np.asarray(v) for k, v in lab.groupby("track_id", sort=False).indices.items()}
+    todo_mask = lab["timestamp_ns"].isin(todo_set).to_numpy()
     for k, ev in events.items():
-        rows = np.nonzero((tid == k) & lab["timestamp_ns"].isin(todo_set).to_numpy())[0]
+        allrows = rows_of[k]
+        rows = allrows[todo_mask[allrows]]
         if len(rows) == 0:
             continue
         ev_t = np.array([e[0] for e in ev], dtype=np.int64)
         conf = [(e[0], e[2]) for e in ev if e[1]]
-        allrows = np.nonzero(tid == k)[0]
         static = _is_static(W[allrows, :2], cfg.static_max_disp_m)
         if conf:
             ct = np.array([c[0] for c in conf], dtype=np.int64)
             # the correction at each confirmation: person's world box minus the track's world box there
             off = []
             for t_r, j in conf:
-                i = np.nonzero((tid == k) & (lab_ts == t_r))[0][0]
+                i = allrows[lab_ts[allrows] == t_r][0]
                 d = RW[j] - W[i]
                 d[6] = wrap_angle(d[6])
                 off.append(d)
@@ -204,7 +206,7 @@ def propagate(labels: pd.DataFrame, reviewed: pd.DataFrame, reviewed_frames, pos
         return out.sort_values(["timestamp_ns", "object_id"]).reset_index(drop=True)
 
     # a person's box the tracks do not carry to a frame: followed there when the LiDAR agrees
-    fill = _extend_reviewed(out, rev, RW, rts, todo, poses, events, tid, W, lab_ts, cfg, frame_points)
+    fill = _extend_reviewed(out, rev, RW, rts, todo, poses, events, rows_of, W, lab_ts, cfg, frame_points)
     if len(fill):
         out = pd.concat([out, pd.DataFrame(fill, columns=cols)], ignore_index=True)
     if cfg.drop_empty:
@@ -352,7 +354,7 @@ def follow(world_box: np.ndarray, velocity, t0: int, times, poses: dict, frame_p
     return out
 
 
-def _extend_reviewed(out, rev, RW, rts, todo, poses, events, tid, W, lab_ts, cfg, frame_points) -> list[dict]:
+def _extend_reviewed(out, rev, RW, rts, todo, poses, events, rows_of, W, lab_ts, cfg, frame_points) -> list[dict]:
     """Boxes for reviewed objects at unreviewed keyframes where no kept label stands for them: every person's box
     is followed by the LiDAR (:func:`follow`) forward and backward up to the neighbouring reviewed frames, starting
     from its track's velocity (confirmed moving track) or none (added box; static track: zero)."""
@@ -363,7 +365,7 @@ def _extend_reviewed(out, rev, RW, rts, todo, poses, events, tid, W, lab_ts, cfg
     # velocity of each person's box from its confirmed track
     vel: dict[int, np.ndarray] = {}
     for k, ev in events.items():
-        rows = np.nonzero(tid == k)[0]
+        rows = rows_of[k]
         static = _is_static(W[rows, :2], cfg.static_max_disp_m)
         order = rows[np.argsort(lab_ts[rows])]
         for t_r, ok, j in ev:
