@@ -5,6 +5,7 @@ reviewed frames stay exactly what the person drew."""
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from pathlib import Path
@@ -48,7 +49,7 @@ def _errors(labels, idx, frames) -> int:
     return n
 
 
-def test_reviewed_labels_reach_the_auto_accepted_frames(studio, studio_client, tmp_path, monkeypatch):
+def test_reviewed_labels_reach_the_auto_accepted_frames(studio, studio_client, tmp_path, monkeypatch, caplog):
     from labeler.simulate import SimConfig, simulate_logs
 
     if studio.document_root is None:
@@ -103,3 +104,13 @@ def test_reviewed_labels_reach_the_auto_accepted_frames(studio, studio_client, t
     # 2D labels follow their 3D labels
     l2 = read_table(run, "labels_2d").to_pandas()
     assert set(l2.loc[l2.provenance == "propagated", "object_id"]) <= set(prop.object_id)
+
+    # the log moved away: the pull keeps the run's accepted labels for it, and says so
+    Path(path).rename(str(path) + ".moved")
+    with caplog.at_level(logging.WARNING, logger="labeler.review.propagation"):
+        gone = pull_run(run, ls, export=False)
+    assert gone.propagated == 0 and "could not be opened" in caplog.text and idx.log_id in caplog.text
+    again = read_table(run, "labels").to_pandas()
+    cols = key + list(BOX_COLUMNS) + ["provenance"]
+    assert again.sort_values(key)[cols].reset_index(drop=True).equals(before.sort_values(key)[cols].reset_index(drop=True))
+
