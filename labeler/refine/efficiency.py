@@ -411,7 +411,12 @@ def gt_at(data: dict, cfg: BenchCfg) -> pd.DataFrame:
 
 def outcomes_for(labels: pd.DataFrame, gt: pd.DataFrame, frames: pd.DataFrame, cfg: BenchCfg,
                  refined: bool = False) -> list[FrameOutcome]:
-    lab = _in_range(labels[cfg.accept_mask(labels, refined)], cfg.max_range_m)
+    return final_outcomes(labels[cfg.accept_mask(labels, refined)], gt, frames, cfg)
+
+
+def final_outcomes(final: pd.DataFrame, gt: pd.DataFrame, frames: pd.DataFrame, cfg: BenchCfg) -> list[FrameOutcome]:
+    """Per evaluation frame (``frames``' order), the outcome of the ``final`` labels against the ground truth."""
+    lab = _in_range(final, cfg.max_range_m)
     lb = dict(tuple(lab.groupby(["log_id", "timestamp_ns"])))
     gb = dict(tuple(gt.groupby(["log_id", "timestamp_ns"])))
     out = []
@@ -422,24 +427,6 @@ def outcomes_for(labels: pd.DataFrame, gt: pd.DataFrame, frames: pd.DataFrame, c
                                g[list(BOX_COLUMNS)].to_numpy(np.float64), g["category"].to_numpy(),
                                cfg.match_dist_m, cfg.iou_threshold))
     return out
-
-
-class FramePoints:
-    """``timestamp_ns -> (N, 3) LiDAR points`` of one log's frames (loaded on first use and kept): review
-    propagation follows reviewed boxes by them."""
-
-    def __init__(self, log_path: str):
-        from labeler.logs.native import read_log_index
-
-        self.idx = read_log_index(log_path)
-        self.row = {int(t): i for i, t in enumerate(self.idx.timestamps_ns)}
-        self.points: dict[int, np.ndarray] = {}
-
-    def __call__(self, t: int) -> np.ndarray:
-        t = int(t)
-        if t not in self.points:
-            self.points[t] = np.asarray(self.idx.load_frame(self.row[t], with_images=False).points[:, :3], dtype=np.float64)
-        return self.points[t]
 
 
 def propagated_outcomes(labels: pd.DataFrame, gt: pd.DataFrame, frames: pd.DataFrame, selected, datas: list[dict],
@@ -457,27 +444,18 @@ def propagated_outcomes(labels: pd.DataFrame, gt: pd.DataFrame, frames: pd.DataF
         lab = labels[labels["log_id"] == lid].reset_index(drop=True)
         rts = [t for (l, t) in reviewed if l == lid]
         g = gt[(gt["log_id"] == lid) & gt["timestamp_ns"].isin(set(rts))]
-        if "frame_points" not in d:
-            d["frame_points"] = FramePoints(d["path"])
+        if "frame_points" not in d:   # the log's LiDAR points, loaded as the propagation asks for them
+            from labeler.logs.native import read_log_index
+            from labeler.review.propagation import LogFrames
+
+            src = read_log_index(d["path"])
+            d["frame_points"] = LogFrames(src, {int(t): i for i, t in enumerate(src.timestamps_ns)})
         fin = propagate(lab, g, rts, d["poses"], sorted(d["eval"]), cfg.accept_mask(lab, True), cfg.propagate,
                         frame_points=d["frame_points"])
         fin["log_id"] = lid
         finals.append(fin)
-    fin = pd.concat(finals, ignore_index=True)
-    fin = _in_range(fin, cfg.max_range_m)
-    lb = dict(tuple(fin.groupby(["log_id", "timestamp_ns"])))
-    gb = dict(tuple(gt.groupby(["log_id", "timestamp_ns"])))
-    empty = pd.DataFrame(columns=[*BOX_COLUMNS, "category"])
-    out = []
-    for k, key in enumerate(zip(frames["log_id"], frames["timestamp_ns"])):
-        if sel[k]:
-            out.append(outs[k])
-            continue
-        p, g = lb.get(key, empty), gb.get(key, empty)
-        out.append(match_frame(p[list(BOX_COLUMNS)].to_numpy(np.float64), p["category"].to_numpy(),
-                               g[list(BOX_COLUMNS)].to_numpy(np.float64), g["category"].to_numpy(),
-                               cfg.match_dist_m, cfg.iou_threshold))
-    return out
+    after = final_outcomes(pd.concat(finals, ignore_index=True), gt, frames, cfg)
+    return [o if s else a for o, a, s in zip(outs, after, sel)]
 
 
 @dataclass

@@ -363,18 +363,21 @@ def select_diverse(log_ids, timestamps_ns, base_priority, reasons: list[list[str
     blocked = np.zeros(n, dtype=bool)
     kinds = [[r.split(":")[0] for r in rs] for rs in reasons]
 
-    groups0: dict[str, list[int]] = {}
+    groups: dict[str, list[int]] = {}
     for j, x in enumerate(log_ids):
-        groups0.setdefault(str(x), []).append(j)
-    log_rows = {lid: np.asarray(idx) for lid, idx in groups0.items()}
-    log_of = [str(x) for x in log_ids]
-    cover = np.zeros(n)
+        groups.setdefault(str(x), []).append(j)
+    by_log = {lid: np.asarray(idx)[np.argsort(ts[idx], kind="stable")] for lid, idx in groups.items()}
+    cover = np.zeros(n)   # spread_s: how well each frame is covered by the picks so far
+
+    def coverage(i: int) -> tuple[np.ndarray, np.ndarray]:
+        """(frames of i's log, the coverage a pick of i gives each)."""
+        idx = by_log[str(log_ids[i])]
+        return idx, np.clip(1.0 - np.abs(ts[idx] - ts[i]) / (spread_s * 1e9), 0.0, None)
 
     def own(i: int) -> float:
         if spread_s <= 0:
             return base[i]
-        idx = log_rows[log_of[i]]
-        kern = np.clip(1.0 - np.abs(ts[idx] - ts[i]) / (spread_s * 1e9), 0.0, None)
+        idx, kern = coverage(i)
         return float(np.sum((base[idx] + SPREAD_FLOOR) * np.clip(kern - cover[idx], 0.0, None)))
 
     def value(i: int) -> float:
@@ -390,10 +393,6 @@ def select_diverse(log_ids, timestamps_ns, base_priority, reasons: list[list[str
     # the top of the heap needs recomputing (the same picks as recomputing every frame each step, in ~n log n)
     import heapq
 
-    groups: dict[str, list[int]] = {}
-    for j, x in enumerate(log_ids):
-        groups.setdefault(str(x), []).append(j)
-    by_log = {lid: np.asarray(idx)[np.argsort(ts[idx], kind="stable")] for lid, idx in groups.items()}
     heap = [(-value(i), int(ts[i]), i) for i in range(n)]
     heapq.heapify(heap)
     deferred: list = []
@@ -418,8 +417,8 @@ def select_diverse(log_ids, timestamps_ns, base_priority, reasons: list[list[str
         picked += 1
         covered.update(ev[i])
         if spread_s > 0:
-            idx = log_rows[log_of[i]]
-            cover[idx] = np.maximum(cover[idx], np.clip(1.0 - np.abs(ts[idx] - ts[i]) / (spread_s * 1e9), 0.0, None))
+            idx, kern = coverage(i)
+            cover[idx] = np.maximum(cover[idx], kern)
         if min_gap_s > 0:
             idx = by_log[str(log_ids[i])]
             lo, hi = np.searchsorted(ts[idx], [ts[i] - min_gap_s * 1e9, ts[i] + min_gap_s * 1e9], side="left")
