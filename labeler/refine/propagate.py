@@ -144,13 +144,12 @@ def propagate(labels: pd.DataFrame, reviewed: pd.DataFrame, reviewed_frames, pos
             if i not in matched_l and tid[i] is not None:
                 events.setdefault(tid[i], []).append((r, False, -1))
 
-    todo_set = set(todo)
-    keep = lab["timestamp_ns"].isin(todo_set).to_numpy() & lab["_accept"].to_numpy()
+    todo_mask = lab["timestamp_ns"].isin(set(todo)).to_numpy()
+    keep = todo_mask & lab["_accept"].to_numpy()
     prov = np.array(["auto"] * len(lab), dtype=object)
     B = lab[list(BOX_COLUMNS)].to_numpy(np.float64).copy()
     cat = lab["category"].to_numpy(dtype=object).copy()
     rows_of = {k: np.asarray(v) for k, v in lab.groupby("track_id", sort=False).indices.items()}
-    todo_mask = lab["timestamp_ns"].isin(todo_set).to_numpy()
     for k, ev in events.items():
         allrows = rows_of[k]
         rows = allrows[todo_mask[allrows]]
