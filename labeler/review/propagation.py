@@ -119,7 +119,7 @@ def propagate_run(run_dir: str, record: dict, run_id: str, frames: list[dict], h
         todo_set = {(lid, t) for t in todo}
         auto = [x for x in auto if (x["log_id"], x["timestamp_ns"]) not in todo_set] + rows
         prov = {(x["timestamp_ns"], x["object_id"]): x["provenance"] for x in rows}
-        projected = _project_refined(rows, record, run_id)
+        projected = _project_refined(rows, record, run_id, sources)
         for x in projected:
             x["provenance"] = prov.get((x["timestamp_ns"], x["object_id"]), x["provenance"])
         auto_2d = [x for x in auto_2d if (x["log_id"], x["timestamp_ns"]) not in todo_set] + projected

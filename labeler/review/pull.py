@@ -325,15 +325,18 @@ def _open_inputs(record: dict, wanted: set[str]) -> dict:
     return out
 
 
-def _project_refined(rows: list[dict], record: dict, run_id: str) -> list[dict]:
-    """2D boxes of accepted refined 3D boxes in every camera of their log (calibration from the log itself).
-    A log that cannot be opened any more keeps its 3D labels without 2D boxes, with a warning naming it."""
+def _project_refined(rows: list[dict], record: dict, run_id: str, sources: dict | None = None) -> list[dict]:
+    """2D boxes of accepted refined 3D boxes in every camera of their log (calibration from the log itself;
+    ``sources``: logs already opened by :func:`_open_inputs`). A log that cannot be opened any more keeps its 3D
+    labels without 2D boxes, with a warning naming it."""
     from labeler.geometry.camera import boxes_to_2d
 
     if not rows:
         return []
     wanted = {r["log_id"] for r in rows}
-    cameras = {lid: src.cameras for lid, (_, src) in _open_inputs(record, wanted).items()}
+    if sources is None or not wanted <= set(sources):
+        sources = _open_inputs(record, wanted)
+    cameras = {lid: src.cameras for lid, (_, src) in sources.items() if lid in wanted}
     for lid in sorted(wanted - set(cameras)):
         log.warning("auto-accepted refined labels of log %s have no 2D boxes: its input could not be opened", lid)
     out = []
