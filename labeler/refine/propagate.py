@@ -47,7 +47,9 @@ class PropagateCfg:
     static_max_disp_m: float = 0.5     # a track whose world centres stay within this of their median is static:
                                        # it takes the person's world pose everywhere
     hold_s: float = 1.0                # moving tracks: past the last confirmation the position correction decays
-                                       # as exp(-dt / hold_s) (the heading correction is held)
+                                       # as exp(-dt / hold_s) (the heading correction is held) ...
+    slow_speed_mps: float = 3.0        # ... and where the track moves slower than this (its heading is then the
+                                       # detector's, not its motion's) it keeps the person's heading
     reject: bool = True                # drop a track's boxes nearest a reviewed frame where the person deleted it
     review_range_m: float = 50.0       # a reviewed frame judges only boxes within this of the LiDAR (further ones
                                        # are not labelled, so their absence says nothing)
@@ -80,6 +82,22 @@ def _is_static(world_xy: np.ndarray, max_disp: float) -> bool:
         return True
     med = np.median(world_xy, axis=0)
     return bool(np.all(np.hypot(*(world_xy - med).T) <= max_disp))
+
+
+def _track_speed(world_xy: np.ndarray, times_ns: np.ndarray) -> np.ndarray:
+    """Per row of one track (any order), its speed in m/s: the central difference over its neighbouring rows in
+    time (one row: 0)."""
+    o = np.argsort(times_ns, kind="stable")
+    xy, t = world_xy[o], times_ns[o].astype(np.float64) / 1e9
+    sp = np.zeros(len(o))
+    if len(o) >= 2:
+        a = np.r_[0, np.arange(len(o) - 1)]
+        b = np.r_[np.arange(1, len(o)), len(o) - 1]
+        dt = np.maximum(t[b] - t[a], 1e-6)
+        sp = np.hypot(*(xy[b] - xy[a]).T) / dt
+    out = np.empty(len(o))
+    out[o] = sp
+    return out
 
 
 def propagate(labels: pd.DataFrame, reviewed: pd.DataFrame, reviewed_frames, poses: dict, frame_times_ns,
@@ -168,6 +186,8 @@ def propagate(labels: pd.DataFrame, reviewed: pd.DataFrame, reviewed_frames, pos
                 d[6] = wrap_angle(d[6])
                 off.append(d)
             off = np.array(off)
+        speed = _track_speed(W[allrows, :2], lab_ts[allrows])
+        speed_of = dict(zip(allrows.tolist(), speed.tolist()))
         for i in rows:
             t = lab_ts[i]
             near = ev[int(np.argmin(np.abs(ev_t - t)))]
@@ -191,7 +211,7 @@ def propagate(labels: pd.DataFrame, reviewed: pd.DataFrame, reviewed_frames, pos
                     d = off[list(ct).index(tn)].copy()
                     d[:3] *= np.exp(-abs(t - tn) / 1e9 / cfg.hold_s)   # the heading correction is held
                 w[[0, 1, 2]] += d[[0, 1, 2]]
-                w[6] = wrap_angle(w[6] + d[6])
+                w[6] = wrap_angle(w[6] + d[6]) if speed_of[i] >= cfg.slow_speed_mps else RW[j_near][6]
             w[3:6] = RW[j_near][3:6]
             B[i] = to_world_boxes(w[None], invert(poses[int(t)]))[0]
             cat[i] = rev["category"].iloc[j_near]

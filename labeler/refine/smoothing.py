@@ -70,7 +70,9 @@ class RefineCfg:
                                        # off: on held-out logs it only added false boxes
     extrapolated_score_factor: float = 0.5
     max_shift_m: float = 1.0           # moving tracks: a smoothed centre further than this from its detection falls
-                                       # back to the detection (motion-model failure, not noise)
+                                       # back to the detection (motion-model failure, not noise) ...
+    outlier_run_s: float = 1.0         # ... unless it is one of a run of such detections shorter than this: an
+                                       # outlier (a sparse or mislocated detection), smoothed over instead (0: off)
     detection_weight: float = 0.0      # box score = track_score^(1-a) * detection_score^a (0: track score only, chosen on
                                        # the tuning logs: 25.1 % vs 26.8 % box error at 0.5)
     nms_iou: float = 0.1               # per frame, a box overlapping a higher-scored box of the same class group by
@@ -181,6 +183,59 @@ def _score_weights(det: pd.DataFrame) -> np.ndarray:
     return np.clip(det["score"].to_numpy(np.float64), 0.05, 1.0)
 
 
+def short_runs(flags, times_s, max_run_s: float) -> list[tuple[int, int]]:
+    """The runs of consecutive True entries of ``flags`` that span less than ``max_run_s`` (first to last time of
+    the run), as (first, last) index pairs."""
+    f = np.asarray(flags, dtype=bool)
+    t = np.asarray(times_s, dtype=np.float64)
+    out = []
+    k = 0
+    while k < len(f):
+        if not f[k]:
+            k += 1
+            continue
+        e = k
+        while e + 1 < len(f) and f[e + 1]:
+            e += 1
+        if t[e] - t[k] < max_run_s:
+            out.append((k, e))
+        k = e + 1
+    return out
+
+
+OUTLIER_NEIGHBOURS = 3   # detections each side of a candidate outlier run that must fit the track without it
+
+
+def _robust_smooth(times_s, z_xy, rv, pos, states, accel: float, cfg: RefineCfg, iters: int = 2):
+    """Re-smooth without outlier detections. A candidate is a run of detections further than ``max_shift_m`` from
+    the smoothed centre, shorter than ``outlier_run_s``; it is an outlier when, smoothed without it, the run is
+    still that far and its :data:`OUTLIER_NEIGHBOURS` detections each side lie within half of it (the track goes
+    on as before: a sparse or mislocated detection). A step that stays (an identity switch, a manoeuvre the motion
+    model misses) fails that test and is left to the ``max_shift_m`` fallback. Returns (states, per-detection
+    outlier mask)."""
+    outlier = np.zeros(len(pos), dtype=bool)
+    meas = z_xy[pos]
+    for _ in range(iters):
+        far = np.hypot(*(states[pos, :2] - meas).T) > cfg.max_shift_m
+        found = False
+        for k, e in short_runs(far & ~outlier, times_s[pos], cfg.outlier_run_s):
+            trial = outlier.copy()
+            trial[k:e + 1] = True
+            if trial.all():
+                continue
+            z = z_xy.copy()
+            z[pos[trial]] = np.nan
+            st, _ = rts_smooth(times_s, z, rv, accel, cfg.track.init_speed_sigma)
+            res = np.hypot(*(st[pos, :2] - meas).T)
+            idx = np.nonzero(~trial)[0]
+            nb = np.r_[idx[idx < k][-OUTLIER_NEIGHBOURS:], idx[idx > e][:OUTLIER_NEIGHBOURS]]
+            if (res[k:e + 1] > cfg.max_shift_m).all() and (res[nb] <= 0.5 * cfg.max_shift_m).all():
+                outlier, states, found = trial, st, True
+        if not found:
+            break
+    return states, outlier
+
+
 def refine_track(det: pd.DataFrame, grid_ns: np.ndarray, cfg: RefineCfg) -> tuple[pd.DataFrame, np.ndarray]:
     """Refined world-frame boxes of one track (rows of :func:`to_world` output sharing a track id).
 
@@ -204,7 +259,11 @@ def refine_track(det: pd.DataFrame, grid_ns: np.ndarray, cfg: RefineCfg) -> tupl
     ev = track_evidence(det, cfg.proposals.detector_first)
     w_ev = _score_weights(ev)
     cat = vote_class(ev["category"], w_ev)
-    states, _ = rts_smooth(g / 1e9, z_xy, rv, CLASS_ACCEL.get(cat, DEFAULT_ACCEL), cfg.track.init_speed_sigma)
+    accel = CLASS_ACCEL.get(cat, DEFAULT_ACCEL)
+    states, _ = rts_smooth(g / 1e9, z_xy, rv, accel, cfg.track.init_speed_sigma)
+    outlier = np.zeros(len(ts), dtype=bool)
+    if cfg.outlier_run_s > 0 and len(ts) >= 3:
+        states, outlier = _robust_smooth(g / 1e9, z_xy, rv, pos, states, accel, cfg)
     speed = np.hypot(states[:, 2], states[:, 3])
     static = static_spread(det["wx"].to_numpy(), det["wy"].to_numpy(), w) < cfg.static_max_disp_m
     raw_yaw = det["wyaw"].to_numpy(np.float64)
@@ -227,7 +286,7 @@ def refine_track(det: pd.DataFrame, grid_ns: np.ndarray, cfg: RefineCfg) -> tupl
         # a smoothed centre far from its own detection means the motion model failed there (a manoeuvre, or an
         # identity switch): keep the detection's centre and heading at that frame
         meas = det[["wx", "wy"]].to_numpy(np.float64)
-        far = np.hypot(*(states[pos, :2] - meas).T) > cfg.max_shift_m
+        far = (np.hypot(*(states[pos, :2] - meas).T) > cfg.max_shift_m) & ~outlier
         states[pos[far], :2] = meas[far]
         yaw_full[pos[far]] = fixed[far]
     z_full = np.full(n, np.nan)

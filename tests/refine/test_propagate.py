@@ -157,3 +157,23 @@ def test_bench_propagate_option_errors_name_the_setting(bad):
         _propagate_cfg([bad])
     assert _propagate_cfg(["follow_s=2"]).follow_s == 2.0 and _propagate_cfg([]).enabled
     assert _propagate_cfg(None).enabled is False
+
+
+def test_a_slow_confirmed_track_keeps_the_persons_heading_a_fast_one_its_motion():
+    """A slow track's heading is the detector's (noisy: +-0.5 rad here); where it moves slower than
+    ``slow_speed_mps`` the propagated boxes keep the person's heading. A fast track's heading is its motion's, so
+    the person's heading correction is added to it."""
+    slow_truth = [[1.0 * t / S, 2.0, -0.9, 4.5, 1.9, 1.6, 0.0] for t in T]                  # 1 m/s
+    slow = [[b[0], b[1] + 0.3, -0.9, 4.2, 1.7, 1.5, 0.5 * (-1) ** k] for k, b in enumerate(slow_truth)]
+    fast_truth = [[8.0 * t / S, -6.0, -0.9, 4.5, 1.9, 1.6, 0.0] for t in T]                 # 8 m/s
+    fast = [[b[0], b[1], -0.9, 4.5, 1.9, 1.6, 0.1] for b in fast_truth]
+    lab = _df(_rows("slow", slow, score=0.9) + _rows("fast", fast, score=0.9))
+    rev = _df([_human(T[0], slow_truth[0]), _human(T[8], slow_truth[8]),
+               _human(T[0], fast_truth[0]), _human(T[8], fast_truth[8])])
+    out = propagate(lab, rev, [T[0], T[8]], EYE, T, np.ones(len(lab), bool), CFG)
+    np.testing.assert_allclose(out[out.track_id == "slow"]["yaw"], 0.0, atol=1e-9)
+    np.testing.assert_allclose(out[out.track_id == "fast"]["yaw"], 0.0, atol=1e-9)
+    # the detector's heading plus the correction, as before, when every track counts as fast
+    old = propagate(lab, rev, [T[0], T[8]], EYE, T, np.ones(len(lab), bool),
+                    PropagateCfg(enabled=True, slow_speed_mps=0.0))
+    assert np.abs(old[old.track_id == "slow"]["yaw"]).max() > 0.5
