@@ -7,6 +7,7 @@ Steps, per log (see docs/refinement.md):
 3. per track: class by score-weighted vote; one size (score-weighted median of l, w, h); centre smoothed by an
    RTS smoother over every frame from the track's first to its last detection (which also interpolates gaps);
    static tracks (the smoothed centre moves < ``static_max_disp_m``) get one pose, the weighted median;
+   short runs of outlier detections are smoothed over (:func:`_robust_smooth`);
    heading: moving tracks take the direction of motion (a 180 deg flip of a detection is thus fixed), slow tracks
    keep the detector yaw flipped by 180 deg where it points against the track's reference heading and then a
    circular moving average; z by a running median;
