@@ -27,7 +27,7 @@ ACCEPT_RAW = "car=0.45,truck=0.45,bus=0.45,pedestrian=0.55,cyclist=0.7,traffic_c
 def bench_cfg(refine: list[str], log_index: str, min_score: float = 0.3) -> tuple[BenchCfg, argparse.Namespace]:
     ns = argparse.Namespace(logs=None, num_logs=4, log_index=log_index, seed=0, duration=20.0, min_score=min_score,
                             accept_score=0.3, accept_refined=None, refine=refine, refine_step=0,
-                            config="pipelines/nightly.yaml")
+                            spread=None, propagate=None, config="pipelines/nightly.yaml")
     cfg = BenchCfg(accept_raw=rcli._class_scores(ACCEPT_RAW, "accept_raw"), refine=rcli._refine_cfg(refine),
                    pred_min_score=min_score)
     return rcli._from_pipeline(cfg, ns), ns
