@@ -64,7 +64,9 @@ class PropagateCfg:
                                        # class's top speed x the frame gap)
     min_register: float = 0.5          # ... stopping where fewer than this share of its points find a match
     search_step_m: float = 0.2         # shift grid of the registration (then a pass at half of it)
-    drop_empty: bool = True            # a propagated box with no LiDAR point inside is not emitted (occluded)
+    drop_empty: bool = True            # a propagated box with no LiDAR point inside is not emitted (occluded) ...
+    keep_detected: bool = True         # ... unless its own detection had points (a sparse far object's few points
+                                       # lie on its near face, a box 0.3 m off misses them)
 
 
 def to_world_boxes(boxes: np.ndarray, T: np.ndarray) -> np.ndarray:
@@ -220,17 +222,22 @@ def propagate(labels: pd.DataFrame, reviewed: pd.DataFrame, reviewed_frames, pos
     lab[list(BOX_COLUMNS)] = B
     lab["category"] = cat
     lab["provenance"] = prov
+    # a box whose own detection saw LiDAR points holds its object, however sparse (checked below only without it)
+    seen = np.ones(len(lab), dtype=bool) if cfg.keep_detected else np.zeros(len(lab), dtype=bool)
+    seen &= (lab["source"].to_numpy(dtype=object) == "detected") if "source" in lab.columns else False
+    seen &= (lab["num_points"].to_numpy() > 0) if "num_points" in lab.columns else False
     out = lab[keep][cols].copy()
+    out["_seen"] = seen[keep]
     if frame_points is None:
-        return out.sort_values(["timestamp_ns", "object_id"]).reset_index(drop=True)
+        return out[cols].sort_values(["timestamp_ns", "object_id"]).reset_index(drop=True)
 
     # a person's box the tracks do not carry to a frame: followed there when the LiDAR agrees
     fill = _extend_reviewed(out, rev, RW, rts, todo, poses, events, rows_of, W, lab_ts, cfg, frame_points)
     if len(fill):
-        out = pd.concat([out, pd.DataFrame(fill, columns=cols)], ignore_index=True)
+        out = pd.concat([out, pd.DataFrame(fill, columns=cols).assign(_seen=False)], ignore_index=True)
     if cfg.drop_empty:
-        out = out[~_empty_propagated(out, frame_points)]
-    return out.sort_values(["timestamp_ns", "object_id"]).reset_index(drop=True)
+        out = out[out["_seen"].to_numpy(dtype=bool) | ~_empty_propagated(out, frame_points)]
+    return out[cols].sort_values(["timestamp_ns", "object_id"]).reset_index(drop=True)
 
 
 def _empty_propagated(out: pd.DataFrame, frame_points) -> np.ndarray:

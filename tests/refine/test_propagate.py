@@ -177,3 +177,25 @@ def test_a_slow_confirmed_track_keeps_the_persons_heading_a_fast_one_its_motion(
     old = propagate(lab, rev, [T[0], T[8]], EYE, T, np.ones(len(lab), bool),
                     PropagateCfg(enabled=True, slow_speed_mps=0.0))
     assert np.abs(old[old.track_id == "slow"]["yaw"]).max() > 0.5
+
+
+def test_a_detected_box_is_kept_though_its_few_points_fall_just_outside_it():
+    """A far car's few points lie on its near face: a confirmed box 0.3 m off holds none of them. Where the track's
+    own detection had points the box is kept; a filled-in box of the same track with none is still dropped."""
+    box = [44.5, -3.7, -1.0, 4.0, 1.9, 1.6, 0.0]
+    rng = np.random.default_rng(4)
+    face = np.column_stack([np.full(9, 42.45), np.linspace(-4.3, -3.1, 9), np.full(9, -1.0)])   # one ring, rear face
+    pts = {t: np.vstack([_ground(rng), face]) for t in T}
+    off = [b + 0.35 if k == 0 else b for k, b in enumerate(box)]                                 # 0.35 m too far
+    rows = _rows("far", [off] * len(T), score=0.8)
+    for r in rows:
+        r["num_points"] = 9
+        if r["timestamp_ns"] == T[2]:
+            r["source"], r["num_points"] = "interpolated", 0
+    lab = _df(rows)
+    rev = _df([_human(T[4], off)])
+    out = propagate(lab, rev, [T[4]], EYE, T, np.ones(len(lab), bool), CFG, frame_points=lambda t: pts[t])
+    assert sorted(out.timestamp_ns) == [t for t in T if t not in (T[2], T[4])]
+    strict = propagate(lab, rev, [T[4]], EYE, T, np.ones(len(lab), bool),
+                       PropagateCfg(enabled=True, keep_detected=False), frame_points=lambda t: pts[t])
+    assert len(strict) == 0
