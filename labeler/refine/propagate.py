@@ -86,19 +86,18 @@ def _is_static(world_xy: np.ndarray, max_disp: float) -> bool:
     return bool(np.all(np.hypot(*(world_xy - med).T) <= max_disp))
 
 
-def _track_speed(world_xy: np.ndarray, times_ns: np.ndarray) -> np.ndarray:
-    """Per row of one track (any order), its speed in m/s: the central difference over its neighbouring rows in
-    time (one row: 0)."""
+def _track_velocity(world_xy: np.ndarray, times_ns: np.ndarray) -> np.ndarray:
+    """Per row of one track (any order), its world velocity (m/s, (N, 2)): the central difference over its
+    neighbouring rows in time (one row: 0)."""
     o = np.argsort(times_ns, kind="stable")
     xy, t = world_xy[o], times_ns[o].astype(np.float64) / 1e9
-    sp = np.zeros(len(o))
+    v = np.zeros((len(o), 2))
     if len(o) >= 2:
         a = np.r_[0, np.arange(len(o) - 1)]
         b = np.r_[np.arange(1, len(o)), len(o) - 1]
-        dt = np.maximum(t[b] - t[a], 1e-6)
-        sp = np.hypot(*(xy[b] - xy[a]).T) / dt
-    out = np.empty(len(o))
-    out[o] = sp
+        v = (xy[b] - xy[a]) / (t[b] - t[a])[:, None]
+    out = np.empty((len(o), 2))
+    out[o] = v
     return out
 
 
@@ -188,7 +187,7 @@ def propagate(labels: pd.DataFrame, reviewed: pd.DataFrame, reviewed_frames, pos
                 d[6] = wrap_angle(d[6])
                 off.append(d)
             off = np.array(off)
-        speed = _track_speed(W[allrows, :2], lab_ts[allrows])
+        speed = np.hypot(*_track_velocity(W[allrows, :2], lab_ts[allrows]).T)
         speed_of = dict(zip(allrows.tolist(), speed.tolist()))
         for i in rows:
             t = lab_ts[i]
@@ -223,9 +222,9 @@ def propagate(labels: pd.DataFrame, reviewed: pd.DataFrame, reviewed_frames, pos
     lab["category"] = cat
     lab["provenance"] = prov
     # a box whose own detection saw LiDAR points holds its object, however sparse (checked below only without it)
-    seen = np.ones(len(lab), dtype=bool) if cfg.keep_detected else np.zeros(len(lab), dtype=bool)
-    seen &= (lab["source"].to_numpy(dtype=object) == "detected") if "source" in lab.columns else False
-    seen &= (lab["num_points"].to_numpy() > 0) if "num_points" in lab.columns else False
+    seen = np.zeros(len(lab), dtype=bool)
+    if cfg.keep_detected and {"source", "num_points"} <= set(lab.columns):
+        seen = (lab["source"].to_numpy(dtype=object) == "detected") & (lab["num_points"].to_numpy() > 0)
     out = lab[keep][cols].copy()
     out["_seen"] = seen[keep]
     if frame_points is None:
@@ -393,18 +392,10 @@ def _extend_reviewed(out, rev, RW, rts, todo, poses, events, rows_of, W, lab_ts,
     for k, ev in events.items():
         rows = rows_of[k]
         static = _is_static(W[rows, :2], cfg.static_max_disp_m)
-        order = rows[np.argsort(lab_ts[rows])]
+        v = _track_velocity(W[rows, :2], lab_ts[rows])
         for t_r, ok, j in ev:
-            if not ok:
-                continue
-            if static or len(order) < 2:
-                vel[j] = np.zeros(2)
-                continue
-            i = int(np.searchsorted(lab_ts[order], t_r))
-            a, b = order[max(0, i - 1)], order[min(len(order) - 1, i + 1)]
-            if lab_ts[b] == lab_ts[a]:
-                continue
-            vel[j] = (W[b, :2] - W[a, :2]) / ((lab_ts[b] - lab_ts[a]) / 1e9)
+            if ok:
+                vel[j] = np.zeros(2) if static else v[np.nonzero(lab_ts[rows] == t_r)[0][0]]
     for j in range(len(rev)):
         r = int(rev_ts[j])
         later = [t for t in rts if t > r]
