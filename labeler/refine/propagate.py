@@ -187,8 +187,9 @@ def propagate(labels: pd.DataFrame, reviewed: pd.DataFrame, reviewed_frames, pos
                 d[6] = wrap_angle(d[6])
                 off.append(d)
             off = np.array(off)
-        speed = np.hypot(*_track_velocity(W[allrows, :2], lab_ts[allrows]).T)
-        speed_of = dict(zip(allrows.tolist(), speed.tolist()))
+            if not static:   # slow stretches keep the person's heading
+                speed = np.hypot(*_track_velocity(W[allrows, :2], lab_ts[allrows]).T)
+                speed_of = dict(zip(allrows.tolist(), speed.tolist()))
         for i in rows:
             t = lab_ts[i]
             near = ev[int(np.argmin(np.abs(ev_t - t)))]
