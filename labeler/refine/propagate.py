@@ -9,7 +9,8 @@ its score) by BEV centre distance, in the world frame. Then each track is
   (static tracks: the person's world pose; moving tracks: the world offset of the correction, interpolated
   between two confirmations and decaying with ``hold_s`` past the last one);
 * **rejected** where its nearest reviewed frame had its box deleted (no person's box within ``match_dist_m``):
-  those boxes are dropped;
+  those boxes are dropped (only boxes a person could judge there count: within ``review_range_m``, detected, with
+  LiDAR points);
 * left alone where no reviewed frame saw it: the ordinary auto-accept rule applies.
 
 With the LiDAR points (``frame_points``), every person's box that no kept track carries to a keyframe (a detector
@@ -52,7 +53,9 @@ class PropagateCfg:
                                        # detector's, not its motion's) it keeps the person's heading
     reject: bool = True                # drop a track's boxes nearest a reviewed frame where the person deleted it
     review_range_m: float = 50.0       # a reviewed frame judges only boxes within this of the LiDAR (further ones
-                                       # are not labelled, so their absence says nothing)
+                                       # are not labelled, so their absence says nothing) ...
+    judge_empty: bool = False          # ... and (False) only boxes whose detection held LiDAR points: an object
+                                       # the LiDAR does not see there is not labelled either
     max_speed_mps: dict = field(default_factory=lambda: dict(MAX_SPEED_MPS))  # an added box is searched for at
                                        # most this far per second (class -> m/s)
     max_range_m: float = 50.0          # boxes followed to a frame only within this of the LiDAR ...
@@ -64,6 +67,9 @@ class PropagateCfg:
                                        # class's top speed x the frame gap)
     min_register: float = 0.5          # ... stopping where fewer than this share of its points find a match
     search_step_m: float = 0.2         # shift grid of the registration (then a pass at half of it)
+    carried_margin_m: float = 0.5      # a followed box is not added where a kept label stands for it: a centre within
+                                       # half the box's longer side plus this (at most match_dist_m; two traffic
+                                       # cones 1.5 m apart are two objects)
     drop_empty: bool = True            # a propagated box with no LiDAR point inside is not emitted (occluded) ...
     keep_detected: bool = True         # ... unless its own detection had points (a sparse far object's few points
                                        # lie on its near face, a box 0.3 m off misses them)
@@ -159,6 +165,8 @@ def propagate(labels: pd.DataFrame, reviewed: pd.DataFrame, reviewed_frames, pos
         judged = np.hypot(lab["x"].to_numpy()[li], lab["y"].to_numpy()[li]) <= cfg.review_range_m
         if "source" in lab.columns:  # a filled-in box may be an occluded object, which nobody labels
             judged &= lab["source"].to_numpy(dtype=object)[li] != "interpolated"
+        if not cfg.judge_empty and "num_points" in lab.columns:
+            judged &= lab["num_points"].to_numpy()[li] > 0
         for i in li[judged]:
             if i not in matched_l and tid[i] is not None:
                 events.setdefault(tid[i], []).append((r, False, -1))
@@ -407,7 +415,8 @@ def _extend_reviewed(out, rev, RW, rts, todo, poses, events, rows_of, W, lab_ts,
             for t, wb in follow(RW[j], vel.get(j), r, times, poses, frame_points, cats[j], cfg):
                 b = to_world_boxes(wb[None], invert(poses[t]))[0]
                 h = have.get(t)
-                if h is not None and len(h) and np.min(np.hypot(h[:, 0] - b[0], h[:, 1] - b[1])) < cfg.match_dist_m:
+                carried = min(cfg.match_dist_m, max(b[3], b[4]) / 2 + cfg.carried_margin_m)
+                if h is not None and len(h) and np.min(np.hypot(h[:, 0] - b[0], h[:, 1] - b[1])) < carried:
                     continue
                 fill.append({"timestamp_ns": t, "object_id": f"rv{r}-{j}", "track_id": None,
                              **dict(zip(BOX_COLUMNS, map(float, b))), "category": cats[j], "score": 1.0,

@@ -199,3 +199,44 @@ def test_a_detected_box_is_kept_though_its_few_points_fall_just_outside_it():
     strict = propagate(lab, rev, [T[4]], EYE, T, np.ones(len(lab), bool),
                        PropagateCfg(enabled=True, keep_detected=False), frame_points=lambda t: pts[t])
     assert len(strict) == 0
+
+
+def test_a_track_whose_box_holds_no_point_at_the_review_is_not_rejected_there():
+    """A parked car hidden behind a truck at the reviewed frame: its track still has a detected box there, but with
+    no LiDAR point the person cannot see it and does not label it. That absence is no deletion, so the track keeps
+    its accepted boxes. A track whose box had points there and was not labelled is rejected."""
+    parked = [[15.0, 6.0, -0.9, 4.5, 1.8, 1.5, 0.0]] * len(T)
+    ghost = [[15.0, -6.0, -0.9, 4.5, 1.8, 1.5, 0.0]] * len(T)
+    rows = _rows("parked", parked, score=0.9) + _rows("ghost", ghost, score=0.9)
+    for r in rows:
+        r["num_points"] = 0 if (r["track_id"] == "parked" and r["timestamp_ns"] == T[4]) else 30
+    lab = _df(rows)
+    out = propagate(lab, _df([]), [T[4]], EYE, T, np.ones(len(lab), bool), CFG)
+    assert set(out.track_id) == {"parked"} and len(out) == len(T) - 1
+    judged = propagate(lab, _df([]), [T[4]], EYE, T, np.ones(len(lab), bool),
+                       PropagateCfg(enabled=True, judge_empty=True))
+    assert len(judged) == 0
+
+
+def test_a_followed_traffic_cone_is_added_beside_a_kept_cone_1_5_m_away():
+    """Two cones 1.5 m apart, both static. The detector tracks only the first; the person labels both. The second is
+    followed by the LiDAR (within 0.2 m) and added on every frame: a kept box 1.5 m away stands for another cone, not for it
+    (a car's followed box within 2 m of a kept car box is still taken as carried)."""
+    rng = np.random.default_rng(5)
+    a = [10.0, 2.0, -1.45, 0.4, 0.4, 0.7, 0.0]
+    b = [10.0, 3.5, -1.45, 0.4, 0.4, 0.7, 0.0]
+
+    def cone(box):
+        ang = rng.uniform(0, 2 * np.pi, 40)
+        return np.column_stack([box[0] + 0.15 * np.cos(ang), box[1] + 0.15 * np.sin(ang),
+                                rng.uniform(-1.7, -1.1, 40)])
+    pts = {t: np.vstack([_ground(rng), cone(a), cone(b)]) for t in T}
+    lab = _df(_rows("a", [a] * len(T), cat="traffic_cone", score=0.9))
+    rev = _df([_human(T[4], a, "traffic_cone"), _human(T[4], b, "traffic_cone")])
+    out = propagate(lab, rev, [T[4]], EYE, T, np.ones(len(lab), bool), CFG, frame_points=lambda t: pts[t])
+    added = out[out.object_id.str.startswith("rv")]
+    assert sorted(added.timestamp_ns) == [t for t in T if t != T[4]]
+    np.testing.assert_allclose(added[["x", "y"]].to_numpy(), np.tile(b[:2], (len(added), 1)), atol=0.2)  # registered
+    coarse = propagate(lab, rev, [T[4]], EYE, T, np.ones(len(lab), bool),
+                       PropagateCfg(enabled=True, carried_margin_m=2.0), frame_points=lambda t: pts[t])
+    assert not coarse.object_id.str.startswith("rv").any()
