@@ -6,8 +6,9 @@ its score) by BEV centre distance, in the world frame. Then each track is
 
 * **confirmed** where its nearest reviewed frame (in time) holds a person's box matched to it: its boxes are
   accepted whatever their score, take the person's class and size, and are moved by the person's correction
-  (static tracks: the person's world pose; moving tracks: the world offset of the correction, interpolated
-  between two confirmations and decaying with ``hold_s`` past the last one);
+  (static tracks: the person's world pose; moving tracks: the world offset of the correction, its heading part
+  interpolated between two confirmations and held past the last one, its position part decaying with ``hold_s``
+  away from each confirmation);
 * **rejected** where its nearest reviewed frame had its box deleted (no person's box within ``match_dist_m``):
   those boxes are dropped (only boxes a person could judge there count: within ``review_range_m``, detected, with
   LiDAR points);
@@ -47,8 +48,9 @@ class PropagateCfg:
     match_dist_m: float = 2.0          # a person's box and a refined box further apart (BEV centres) never match
     static_max_disp_m: float = 0.5     # a track whose world centres stay within this of their median is static:
                                        # it takes the person's world pose everywhere
-    hold_s: float = 1.0                # moving tracks: past the last confirmation the position correction decays
-                                       # as exp(-dt / hold_s) (the heading correction is held) ...
+    hold_s: float = 1.0                # moving tracks: each confirmation's position correction decays as
+                                       # exp(-dt / hold_s) away from it (the heading correction is interpolated
+                                       # between two confirmations, held past the last one) ...
     slow_speed_mps: float = 3.0        # ... and where the track moves slower than this (its heading is then the
                                        # detector's, not its motion's) it keeps the person's heading
     reject: bool = True                # drop a track's boxes nearest a reviewed frame where the person deleted it
@@ -215,7 +217,11 @@ def propagate(labels: pd.DataFrame, reviewed: pd.DataFrame, reviewed_frames, pos
                     t0, t1 = before.max(), after.min()
                     d0, d1 = off[list(ct).index(t0)], off[list(ct).index(t1)]
                     a = 0.0 if t1 == t0 else (t - t0) / (t1 - t0)
-                    d = (1 - a) * d0 + a * d1
+                    d = (1 - a) * d0 + a * d1      # heading and size parts: interpolated
+                    # position part: each confirmation's correction decays away from it (a track's error at a
+                    # review is often local: a track's first, smoothed frames; a sparse object's detection)
+                    d[:3] = ((1 - a) * d0[:3] * np.exp(-(t - t0) / 1e9 / cfg.hold_s)
+                             + a * d1[:3] * np.exp(-(t1 - t) / 1e9 / cfg.hold_s))
                 else:
                     tn = before.max() if len(before) else after.min()
                     d = off[list(ct).index(tn)].copy()

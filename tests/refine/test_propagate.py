@@ -1,6 +1,6 @@
 """Review propagation on hand-made scenes where the right answer is known: a confirmed track takes the person's
 class, size and pose; a deleted track is dropped near its review; an unreviewed track keeps the auto-accept rule;
-a moving track's correction is interpolated between two reviews; a person's added box is followed through the
+a moving track's correction fades away from its reviews; a person's added box is followed through the
 LiDAR; an occluded propagated box is not emitted; and the shift registration and the spread selection."""
 
 from __future__ import annotations
@@ -59,15 +59,23 @@ def test_a_deleted_track_is_dropped_and_an_unreviewed_track_keeps_the_accept_rul
     assert "ghost" in set(no_reject.track_id)
 
 
-def test_a_moving_tracks_correction_is_interpolated_between_two_reviews():
-    # truth: 6 m/s along x; the track runs 0.6 m to the side and its error grows 0.1 m per frame
+def test_a_moving_tracks_correction_fades_away_from_its_reviews():
+    """Truth: 6 m/s along x. The track is right except on its first frame, where its smoothing left it 1.5 m to the
+    side (a local error), and its size and heading are off everywhere (4.2 m, 0.2 rad). Reviews at T[0] and T[8]:
+    size and heading are corrected on every frame; the position correction decays with hold_s away from each
+    review, so mid-gap the box stays on the (right) track, where a linear interpolation of the two corrections
+    would carry half the first one (0.75 m) to T[4]."""
     truth = [[6 * t / S, 2.0, -0.9, 4.5, 1.9, 1.6, 0.0] for t in T]
-    track = [[b[0] + 0.05 * k, b[1] + 0.6, -0.9, 4.2, 1.7, 1.5, 0.2] for k, b in enumerate(truth)]
+    track = [[b[0], b[1] + (1.5 if k == 0 else 0.0), -0.9, 4.2, 1.7, 1.5, 0.2] for k, b in enumerate(truth)]
     lab = _df(_rows("m", track, score=0.9))
     rev = _df([_human(T[0], truth[0]), _human(T[8], truth[8])])
-    out = propagate(lab, rev, [T[0], T[8]], EYE, T, np.ones(len(lab), bool), CFG)
-    got = out.sort_values("timestamp_ns")[list(BOX_COLUMNS)].to_numpy()
-    np.testing.assert_allclose(got, np.array(truth[1:8]), atol=1e-9)   # offsets linear in time: exact
+    out = propagate(lab, rev, [T[0], T[8]], EYE, T, np.ones(len(lab), bool), CFG).sort_values("timestamp_ns")
+    got = out[list(BOX_COLUMNS)].to_numpy()
+    np.testing.assert_allclose(got[:, 3:], np.array(truth[1:8])[:, 3:], atol=1e-9)     # size and heading
+    lateral = np.abs(got[:, 1] - 2.0)
+    np.testing.assert_allclose(got[:, 0], np.array(truth[1:8])[:, 0], atol=1e-9)
+    linear = 1.5 * (1 - np.arange(1, 8) / 8)                  # what interpolating the corrections would leave
+    assert (lateral < linear).all() and lateral[3] < 0.15 and lateral[2:].max() < 0.25
 
 
 def _car_surface(box, n=400, rng=None):
