@@ -69,9 +69,12 @@ class PropagateCfg:
                                        # class's top speed x the frame gap)
     min_register: float = 0.5          # ... stopping where fewer than this share of its points find a match
     search_step_m: float = 0.2         # shift grid of the registration (then a pass at half of it)
-    carried_margin_m: float = 0.5      # a followed box is not added where a kept label stands for it: a centre within
+    carried_margin_m: float = 0.5      # a followed box is not added where a kept label stands for it (nor an auto box
+                                       # kept where a propagated one stands, `dedupe`): a centre within
                                        # half the box's longer side plus this (at most match_dist_m; two traffic
                                        # cones 1.5 m apart are two objects)
+    dedupe: bool = True                # an auto box where a propagated box stands (within the carried distance) is
+                                       # a second track of a reviewed object: dropped
     drop_empty: bool = True            # a propagated box with no LiDAR point inside is not emitted (occluded) ...
     keep_detected: bool = True         # ... unless its own detection had points (a sparse far object's few points
                                        # lie on its near face, a box 0.3 m off misses them)
@@ -243,6 +246,8 @@ def propagate(labels: pd.DataFrame, reviewed: pd.DataFrame, reviewed_frames, pos
     out = lab[keep][cols].copy()
     out["_seen"] = seen[keep]
     if frame_points is None:
+        if cfg.dedupe:
+            out = out[~_shadowed_auto(out, cfg)]
         return out[cols].sort_values(["timestamp_ns", "object_id"]).reset_index(drop=True)
 
     # a person's box the tracks do not carry to a frame: followed there when the LiDAR agrees
@@ -251,7 +256,30 @@ def propagate(labels: pd.DataFrame, reviewed: pd.DataFrame, reviewed_frames, pos
         out = pd.concat([out, pd.DataFrame(fill, columns=cols).assign(_seen=False)], ignore_index=True)
     if cfg.drop_empty:
         out = out[out["_seen"].to_numpy(dtype=bool) | ~_empty_propagated(out, frame_points)]
+    if cfg.dedupe:
+        out = out[~_shadowed_auto(out, cfg)]
     return out[cols].sort_values(["timestamp_ns", "object_id"]).reset_index(drop=True)
+
+
+def _carried_dist(lw: np.ndarray, cfg: PropagateCfg) -> np.ndarray:
+    """How near (BEV centres) a label stands for a box of size ``lw`` (..., 2): half its longer side plus
+    ``carried_margin_m``, at most ``match_dist_m``."""
+    return np.minimum(cfg.match_dist_m, np.max(lw, axis=-1) / 2 + cfg.carried_margin_m)
+
+
+def _shadowed_auto(out: pd.DataFrame, cfg: PropagateCfg) -> np.ndarray:
+    """Mask of ``auto`` boxes standing where a propagated box stands (a second track of a reviewed object, which no
+    review judged): the propagated box carries the person's verdict."""
+    out = out.reset_index(drop=True)
+    shadowed = np.zeros(len(out), dtype=bool)
+    prov = out["provenance"].to_numpy(dtype=object) == PROVENANCE
+    X = out[["x", "y", "l", "w"]].to_numpy(np.float64)
+    for idx in out.groupby("timestamp_ns").indices.values():
+        a, b = idx[~prov[idx]], idx[prov[idx]]
+        if len(a) and len(b):
+            d = np.hypot(X[a, None, 0] - X[None, b, 0], X[a, None, 1] - X[None, b, 1])
+            shadowed[a] = (d < _carried_dist(X[b, 2:4], cfg)[None]).any(axis=1)
+    return shadowed
 
 
 def _empty_propagated(out: pd.DataFrame, frame_points) -> np.ndarray:
@@ -421,7 +449,7 @@ def _extend_reviewed(out, rev, RW, rts, todo, poses, events, rows_of, W, lab_ts,
             for t, wb in follow(RW[j], vel.get(j), r, times, poses, frame_points, cats[j], cfg):
                 b = to_world_boxes(wb[None], invert(poses[t]))[0]
                 h = have.get(t)
-                carried = min(cfg.match_dist_m, max(b[3], b[4]) / 2 + cfg.carried_margin_m)
+                carried = _carried_dist(b[3:5], cfg)
                 if h is not None and len(h) and np.min(np.hypot(h[:, 0] - b[0], h[:, 1] - b[1])) < carried:
                     continue
                 fill.append({"timestamp_ns": t, "object_id": f"rv{r}-{j}", "track_id": None,

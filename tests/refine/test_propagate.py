@@ -248,3 +248,20 @@ def test_a_followed_traffic_cone_is_added_beside_a_kept_cone_1_5_m_away():
     coarse = propagate(lab, rev, [T[4]], EYE, T, np.ones(len(lab), bool),
                        PropagateCfg(enabled=True, carried_margin_m=2.0), frame_points=lambda t: pts[t])
     assert not coarse.object_id.str.startswith("rv").any()
+
+
+def test_a_second_unjudged_track_of_a_reviewed_object_is_dropped_where_the_confirmed_one_stands():
+    """The tracker split one parked car into two tracks: "a" exists at the reviewed frame and is confirmed, "b" only
+    later (no review judged it) and lies 0.8 m off. Where "a" is propagated, "b" is a duplicate and dropped; where "a"
+    is not there, "b" is kept. A car 3 m away is another object and is kept."""
+    car = [15.0, 6.0, -0.9, 4.5, 1.8, 1.5, 0.0]
+    lab = _df(_rows("a", [car] * 6, times=T[:6], score=0.9)
+              + _rows("b", [[15.8, 6.0, -0.9, 4.5, 1.8, 1.5, 0.0]] * 6, times=T[3:], score=0.9)
+              + _rows("c", [[15.0, 9.0, -0.9, 4.5, 1.8, 1.5, 0.0]] * 6, times=T[3:], score=0.9))
+    out = propagate(lab, _df([_human(T[0], car)]), [T[0]], EYE, T, np.ones(len(lab), bool), CFG)
+    assert sorted(out[out.track_id == "b"].timestamp_ns) == T[6:]
+    assert sorted(out[out.track_id == "c"].timestamp_ns) == T[3:]
+    assert sorted(out[out.track_id == "a"].timestamp_ns) == T[1:6]
+    both = propagate(lab, _df([_human(T[0], car)]), [T[0]], EYE, T, np.ones(len(lab), bool),
+                     PropagateCfg(enabled=True, dedupe=False))
+    assert sorted(both[both.track_id == "b"].timestamp_ns) == T[3:]
