@@ -51,7 +51,7 @@ class PropagateCfg:
     hold_s: float = 1.0                # moving tracks: each confirmation's position correction decays as
                                        # exp(-dt / hold_s) away from it (the heading correction is interpolated
                                        # between two confirmations, held past the last one) ...
-    slow_speed_mps: float = 3.0        # ... and where the track moves slower than this (its heading is then the
+    slow_speed_mps: float = 5.0        # ... and where the track moves slower than this (its heading is then the
                                        # detector's, not its motion's) it keeps the person's heading
     reject: bool = True                # drop a track's boxes nearest a reviewed frame where the person deleted it
     review_range_m: float = 50.0       # a reviewed frame judges only boxes within this of the LiDAR (further ones
@@ -62,7 +62,7 @@ class PropagateCfg:
                                        # most this far per second (class -> m/s)
     max_range_m: float = 50.0          # boxes followed to a frame only within this of the LiDAR ...
     min_points: int = 1                # ... and holding at least this many LiDAR points (bottom 0.3 m not counted)
-    follow_s: float = 5.0              # a person's box no kept track carries is followed by the LiDAR at most this
+    follow_s: float = 6.0              # a person's box no kept track carries is followed by the LiDAR at most this
                                        # long before / after its review ...
     search_m: float = 1.0              # ... searching this far around the constant-velocity prediction
     search_first_m: float = 8.0        # ... and, with no velocity known (an added box), this far (and at most the
