@@ -105,7 +105,7 @@ def main(argv=None) -> int:
     p.add_argument("--state", default="state")
     a = p.parse_args(argv)
     ns = argparse.Namespace(logs=None, num_logs=4, log_index=a.log_index, seed=0, duration=20.0, min_score=0.3,
-                            accept_score=0.3, accept_refined=None, refine=a.refine, refine_step=0,
+                            accept_score=0.3, accept_refined=None, refine=a.refine, refine_step=0, spread=None, propagate=None,
                             config="pipelines/nightly.yaml")
     state = os.path.abspath(a.state)
     logs = rcli._heldout(ns, state)
