@@ -245,17 +245,13 @@ def propagate(labels: pd.DataFrame, reviewed: pd.DataFrame, reviewed_frames, pos
         seen = (lab["source"].to_numpy(dtype=object) == "detected") & (lab["num_points"].to_numpy() > 0)
     out = lab[keep][cols].copy()
     out["_seen"] = seen[keep]
-    if frame_points is None:
-        if cfg.dedupe:
-            out = out[~_shadowed_auto(out, cfg)]
-        return out[cols].sort_values(["timestamp_ns", "object_id"]).reset_index(drop=True)
-
-    # a person's box the tracks do not carry to a frame: followed there when the LiDAR agrees
-    fill = _extend_reviewed(out, rev, RW, rts, todo, poses, events, rows_of, W, lab_ts, cfg, frame_points)
-    if len(fill):
-        out = pd.concat([out, pd.DataFrame(fill, columns=cols).assign(_seen=False)], ignore_index=True)
-    if cfg.drop_empty:
-        out = out[out["_seen"].to_numpy(dtype=bool) | ~_empty_propagated(out, frame_points)]
+    if frame_points is not None:
+        # a person's box the tracks do not carry to a frame: followed there when the LiDAR agrees
+        fill = _extend_reviewed(out, rev, RW, rts, todo, poses, events, rows_of, W, lab_ts, cfg, frame_points)
+        if len(fill):
+            out = pd.concat([out, pd.DataFrame(fill, columns=cols).assign(_seen=False)], ignore_index=True)
+        if cfg.drop_empty:
+            out = out[out["_seen"].to_numpy(dtype=bool) | ~_empty_propagated(out, frame_points)]
     if cfg.dedupe:
         out = out[~_shadowed_auto(out, cfg)]
     return out[cols].sort_values(["timestamp_ns", "object_id"]).reset_index(drop=True)
