@@ -26,26 +26,20 @@ import sys
 
 import numpy as np
 import pandas as pd
-from scipy.optimize import linear_sum_assignment
 
 from labeler.geometry.boxes import BOX_COLUMNS, bev_iou
 from labeler.refine import cli as rcli
-from labeler.refine.efficiency import BenchCfg, _in_range, collect_log, gt_at, prepare_log, select
+from labeler.refine.efficiency import BenchCfg, _in_range, collect_log, gt_at, match_centres, prepare_log, propagated_labels, select
 
 ACCEPT_RAW = "car=0.45,truck=0.45,bus=0.45,pedestrian=0.55,cyclist=0.7,traffic_cone=0.45"
 
 
 def attribute(final: pd.DataFrame, gt: pd.DataFrame, on_review: set) -> tuple[list[dict], list[dict], list[dict]]:
-    """(missed, spurious, badly placed) rows of one frame's final labels against its GT boxes."""
+    """(missed, spurious, badly placed) rows of one frame's final labels against its GT boxes, matched as the
+    benchmark matches them (:func:`labeler.refine.efficiency.match_centres`)."""
     P = final[list(BOX_COLUMNS)].to_numpy(np.float64)
     Q = gt[list(BOX_COLUMNS)].to_numpy(np.float64)
-    pi = qi = np.zeros(0, dtype=int)
-    if len(P) and len(Q):
-        D = np.hypot(P[:, None, 0] - Q[None, :, 0], P[:, None, 1] - Q[None, :, 1])
-        C = np.where(D <= 2.0, D, 1e6)
-        a, b = linear_sum_assignment(C)
-        ok = C[a, b] < 1e6
-        pi, qi = a[ok], b[ok]
+    pi, qi = match_centres(P[:, :2], Q[:, :2])
     prov = final["provenance"].to_numpy(dtype=object)
     kind = np.where(prov == "auto", "auto", np.where(final["track_id"].isna().to_numpy(), "followed", "confirmed"))
     pcat, gcat = final["category"].to_numpy(dtype=object), gt["category"].to_numpy(dtype=object)
@@ -66,29 +60,19 @@ def attribute(final: pd.DataFrame, gt: pd.DataFrame, on_review: set) -> tuple[li
 
 
 def analyse(datas: list[dict], cfg: BenchCfg, budget: float) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, int]:
-    from labeler.logs.native import read_log_index
-    from labeler.refine.propagate import propagate
-    from labeler.review.propagation import LogFrames
-
     gt = pd.concat([gt_at(d, cfg) for d in datas], ignore_index=True)
     labs, frs = zip(*[prepare_log(d, True, cfg) for d in datas])
     labels, frames = pd.concat(labs, ignore_index=True), pd.concat(frs, ignore_index=True)
     sel = select("all_signals", frames, budget, cfg)
     reviewed = {(lid, int(t)) for lid, t, s in zip(frames["log_id"], frames["timestamp_ns"], sel) if s}
+    final = _in_range(propagated_labels(labels, gt, reviewed, datas, cfg), cfg.max_range_m)
     M, S, B = [], [], []
     for d in datas:
         lid = d["log_id"]
-        lab = labels[labels["log_id"] == lid].reset_index(drop=True)
-        rts = sorted(t for (lg, t) in reviewed if lg == lid)
-        g = gt[gt["log_id"] == lid]
-        rev = g[g["timestamp_ns"].isin(set(rts))]
-        src = read_log_index(d["path"])
-        points = LogFrames(src, {int(t): i for i, t in enumerate(src.timestamps_ns)})
-        fin = propagate(lab, rev, rts, d["poses"], sorted(d["eval"]), cfg.accept_mask(lab, True), cfg.propagate,
-                        frame_points=points)
-        fin = _in_range(fin, cfg.max_range_m)
-        on_review = set(rev["track_id"])
-        for t in sorted(set(d["eval"]) - set(rts)):
+        rts = {t for (lg, t) in reviewed if lg == lid}
+        g, fin = gt[gt["log_id"] == lid], final[final["log_id"] == lid]
+        on_review = set(g.loc[g["timestamp_ns"].isin(rts), "track_id"])
+        for t in sorted(set(d["eval"]) - rts):
             m, s, b = attribute(fin[fin["timestamp_ns"] == t], g[g["timestamp_ns"] == t], on_review)
             M += m
             S += s

@@ -429,15 +429,13 @@ def final_outcomes(final: pd.DataFrame, gt: pd.DataFrame, frames: pd.DataFrame, 
     return out
 
 
-def propagated_outcomes(labels: pd.DataFrame, gt: pd.DataFrame, frames: pd.DataFrame, selected, datas: list[dict],
-                        cfg: BenchCfg, outs: list[FrameOutcome]) -> list[FrameOutcome]:
-    """Outcomes when the ``selected`` frames are reviewed (ending exactly right: their ground truth) and their labels
-    are propagated along the refined tracks to the other evaluation frames (:func:`labeler.refine.propagate.propagate`).
-    Reviewed frames keep their outcome in ``outs`` (it prices their review)."""
+def propagated_labels(labels: pd.DataFrame, gt: pd.DataFrame, reviewed: set, datas: list[dict],
+                      cfg: BenchCfg) -> pd.DataFrame:
+    """Final labels of every log's unreviewed evaluation frames when the ``reviewed`` ``(log_id, timestamp_ns)``
+    frames are reviewed (ending exactly right: their ground truth) and their labels are propagated along the refined
+    tracks (:func:`labeler.refine.propagate.propagate`, with each log's LiDAR points loaded as it asks for them)."""
     from labeler.refine.propagate import propagate
 
-    sel = np.asarray(selected, dtype=bool)
-    reviewed = {(l, int(t)) for l, t, s in zip(frames["log_id"], frames["timestamp_ns"], sel) if s}
     finals = []
     for d in datas:
         lid = d["log_id"]
@@ -454,7 +452,16 @@ def propagated_outcomes(labels: pd.DataFrame, gt: pd.DataFrame, frames: pd.DataF
                         frame_points=d["frame_points"])
         fin["log_id"] = lid
         finals.append(fin)
-    after = final_outcomes(pd.concat(finals, ignore_index=True), gt, frames, cfg)
+    return pd.concat(finals, ignore_index=True)
+
+
+def propagated_outcomes(labels: pd.DataFrame, gt: pd.DataFrame, frames: pd.DataFrame, selected, datas: list[dict],
+                        cfg: BenchCfg, outs: list[FrameOutcome]) -> list[FrameOutcome]:
+    """Outcomes when the ``selected`` frames are reviewed and their labels propagated (:func:`propagated_labels`).
+    Reviewed frames keep their outcome in ``outs`` (it prices their review)."""
+    sel = np.asarray(selected, dtype=bool)
+    reviewed = {(l, int(t)) for l, t, s in zip(frames["log_id"], frames["timestamp_ns"], sel) if s}
+    after = final_outcomes(propagated_labels(labels, gt, reviewed, datas, cfg), gt, frames, cfg)
     return [o if s else a for o, a, s in zip(outs, after, sel)]
 
 
