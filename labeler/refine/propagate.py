@@ -78,6 +78,13 @@ class PropagateCfg:
     drop_empty: bool = True            # a propagated box with no LiDAR point inside is not emitted (occluded) ...
     keep_detected: bool = True         # ... unless its own detection had points (a sparse far object's few points
                                        # lie on its near face, a box 0.3 m off misses them)
+    leave_m: float = 1.5               # a confirmed track's box further than this from where the LiDAR follows its
+                                       # reviewed object has left it (an identity switch): not kept there, the
+                                       # followed box stands instead (0: off)
+    snap_m: float = 0.6                # a confirmed moving vehicle track's box (the person's size) is moved at most
+                                       # this far onto its LiDAR points (:func:`snap_to_points`; 0: off) ...
+    snap_min_points: int = 8           # ... when at least this many points lie near it
+    snap_step_m: float = 0.1           # ... on this grid of shifts
 
 
 def to_world_boxes(boxes: np.ndarray, T: np.ndarray) -> np.ndarray:
@@ -176,12 +183,15 @@ def propagate(labels: pd.DataFrame, reviewed: pd.DataFrame, reviewed_frames, pos
             if i not in matched_l and tid[i] is not None:
                 events.setdefault(tid[i], []).append((r, False, -1))
 
+    rows_of = {k: np.asarray(v) for k, v in lab.groupby("track_id", sort=False).indices.items()}
+    followed = ({} if frame_points is None else
+                _follow_reviewed(rev, RW, rts, todo, poses, events, rows_of, W, lab_ts, cfg, frame_points))
     todo_mask = lab["timestamp_ns"].isin(set(todo)).to_numpy()
     keep = todo_mask & lab["_accept"].to_numpy()
     prov = np.array(["auto"] * len(lab), dtype=object)
+    moving = np.zeros(len(lab), dtype=bool)   # confirmed rows of a moving track (their position is the track's)
     B = lab[list(BOX_COLUMNS)].to_numpy(np.float64).copy()
     cat = lab["category"].to_numpy(dtype=object).copy()
-    rows_of = {k: np.asarray(v) for k, v in lab.groupby("track_id", sort=False).indices.items()}
     for k, ev in events.items():
         allrows = rows_of[k]
         rows = allrows[todo_mask[allrows]]
@@ -231,7 +241,13 @@ def propagate(labels: pd.DataFrame, reviewed: pd.DataFrame, reviewed_frames, pos
                     d[:3] *= np.exp(-abs(t - tn) / 1e9 / cfg.hold_s)   # the heading correction is held
                 w[[0, 1, 2]] += d[[0, 1, 2]]
                 w[6] = wrap_angle(w[6] + d[6]) if speed_of[i] >= cfg.slow_speed_mps else RW[j_near][6]
+                moving[i] = True
             w[3:6] = RW[j_near][3:6]
+            fw = followed.get(j_near, {}).get(int(t))
+            if cfg.leave_m > 0 and fw is not None and np.hypot(*(w[:2] - fw[:2])) > cfg.leave_m:
+                # the LiDAR follows the reviewed object elsewhere: the track has left it (an identity switch)
+                keep[i] = False
+                continue
             B[i] = to_world_boxes(w[None], invert(poses[int(t)]))[0]
             cat[i] = rev["category"].iloc[j_near]
             keep[i] = True
@@ -245,9 +261,11 @@ def propagate(labels: pd.DataFrame, reviewed: pd.DataFrame, reviewed_frames, pos
         seen = (lab["source"].to_numpy(dtype=object) == "detected") & (lab["num_points"].to_numpy() > 0)
     out = lab[keep][cols].copy()
     out["_seen"] = seen[keep]
+    if frame_points is not None and cfg.snap_m > 0:
+        out = _snap_moving(out, moving[keep], frame_points, cfg)
     if frame_points is not None:
         # a person's box the tracks do not carry to a frame: followed there when the LiDAR agrees
-        fill = _extend_reviewed(out, rev, RW, rts, todo, poses, events, rows_of, W, lab_ts, cfg, frame_points)
+        fill = _extend_reviewed(out, rev, followed, poses, cfg)
         if len(fill):
             out = pd.concat([out, pd.DataFrame(fill, columns=cols).assign(_seen=False)], ignore_index=True)
         if cfg.drop_empty:
@@ -255,6 +273,58 @@ def propagate(labels: pd.DataFrame, reviewed: pd.DataFrame, reviewed_frames, pos
     if cfg.dedupe:
         out = out[~_shadowed_auto(out, cfg)]
     return out[cols].sort_values(["timestamp_ns", "object_id"]).reset_index(drop=True)
+
+
+def _snap_moving(out: pd.DataFrame, moving: np.ndarray, frame_points, cfg: PropagateCfg) -> pd.DataFrame:
+    """``out`` with each confirmed moving track's box snapped onto its LiDAR points (:func:`snap_to_points`)."""
+    out = out.reset_index(drop=True)
+    B = out[list(BOX_COLUMNS)].to_numpy(np.float64).copy()
+    for t, idx in out.groupby("timestamp_ns").indices.items():
+        idx = idx[moving[idx] & out["category"].iloc[idx].isin(SNAP_CLASSES).to_numpy()]
+        if len(idx):
+            pts = frame_points(int(t))
+            for i in idx:
+                B[i] = snap_to_points(B[i], pts, cfg.snap_m, cfg.snap_step_m, cfg.snap_min_points)
+    out[list(BOX_COLUMNS)] = B
+    return out
+
+
+def snap_to_points(box: np.ndarray, points: np.ndarray, radius: float, step: float = 0.1, min_points: int = 8,
+                   keep_share: float = 0.95) -> np.ndarray:
+    """A box of known size and heading (LiDAR frame) moved, within ``radius`` in BEV, onto its object's points.
+
+    The points near the box (its footprint grown by ``radius``, above its lowest :data:`GROUND_CLEARANCE_M`, below
+    its top) are the object's surface as the LiDAR sees it. Among the shifts on a ``step`` grid that keep at least
+    ``keep_share`` of the most points any shift holds inside the footprint, the one whose inside points lie nearest
+    its faces (mean distance to the footprint's outline) wins: an object's points are on its surface, not in its
+    middle. Fewer than ``min_points`` points: the box is returned as it was."""
+    b = np.asarray(box, dtype=np.float64).copy()
+    x, y, z, l, w, h, yaw = b
+    p = np.asarray(points)[:, :3]
+    c, s = np.cos(yaw), np.sin(yaw)
+    dx, dy = p[:, 0] - x, p[:, 1] - y
+    u, v = dx * c + dy * s, -dx * s + dy * c
+    m = ((np.abs(u) <= l / 2 + radius) & (np.abs(v) <= w / 2 + radius)
+         & (p[:, 2] >= z - h / 2 + GROUND_CLEARANCE_M) & (p[:, 2] <= z + h / 2))
+    u, v = u[m], v[m]
+    if len(u) < min_points:
+        return b
+    k = int(np.floor(radius / step + 1e-9))
+    a = np.arange(-k, k + 1) * step
+    du, dv = (g.ravel() for g in np.meshgrid(a, a, indexing="ij"))
+    ru = l / 2 - np.abs(u[None, :] - du[:, None])          # (K, M): >= 0 inside along the length
+    rv = w / 2 - np.abs(v[None, :] - dv[:, None])
+    inside = (ru >= -1e-6) & (rv >= -1e-6)
+    n = inside.sum(axis=1)
+    if n.max() < min_points:
+        return b
+    edge = np.where(inside, np.minimum(ru, rv), 0.0).sum(axis=1) / np.maximum(n, 1)
+    ok = n >= keep_share * n.max()
+    cost = np.where(ok, edge, np.inf) + 1e-3 * np.hypot(du, dv)   # ties: the smallest shift
+    j = int(np.argmin(cost))
+    b[0] += du[j] * c - dv[j] * s
+    b[1] += du[j] * s + dv[j] * c
+    return b
 
 
 def _carried_dist(lw: np.ndarray, cfg: PropagateCfg) -> np.ndarray:
@@ -296,6 +366,7 @@ def _empty_propagated(out: pd.DataFrame, frame_points) -> np.ndarray:
     return empty
 
 
+SNAP_CLASSES = ("car", "truck", "bus")  # snap_m: boxes big enough for their outline to be seen
 EMPTY_CLEARANCE_M = 0.05  # drop_empty: a box's lowest 0.05 m is not counted (ground returns)
 SURFACE_M = 0.1  # an object's points lie on its box's faces: its point set is taken from the box grown by this
 PLATEAU_M = 1.0  # register_shift: best shifts spread wider than this are ambiguous (not averaged)
@@ -418,15 +489,12 @@ def follow(world_box: np.ndarray, velocity, t0: int, times, poses: dict, frame_p
     return out
 
 
-def _extend_reviewed(out, rev, RW, rts, todo, poses, events, rows_of, W, lab_ts, cfg, frame_points) -> list[dict]:
-    """Boxes for reviewed objects at unreviewed keyframes where no kept label stands for them: every person's box
-    is followed by the LiDAR (:func:`follow`) forward and backward up to the neighbouring reviewed frames, starting
-    from its track's velocity (confirmed moving track) or none (added box; static track: zero)."""
-    fill: list[dict] = []
-    have: dict[int, np.ndarray] = {int(t): g[["x", "y"]].to_numpy(np.float64) for t, g in out.groupby("timestamp_ns")}
+def _follow_reviewed(rev, RW, rts, todo, poses, events, rows_of, W, lab_ts, cfg, frame_points) -> dict[int, dict[int, np.ndarray]]:
+    """Every person's box followed by the LiDAR (:func:`follow`) forward and backward up to the neighbouring
+    reviewed frames, starting from its track's velocity (confirmed moving track) or none (added box; static track:
+    zero). Returns ``person's box row -> {keyframe: world box}``."""
     cats = rev["category"].to_numpy(dtype=object)
     rev_ts = rev["timestamp_ns"].to_numpy(np.int64)
-    # velocity of each person's box from its confirmed track
     vel: dict[int, np.ndarray] = {}
     for k, ev in events.items():
         rows = rows_of[k]
@@ -435,21 +503,35 @@ def _extend_reviewed(out, rev, RW, rts, todo, poses, events, rows_of, W, lab_ts,
         for t_r, ok, j in ev:
             if ok:
                 vel[j] = np.zeros(2) if static else v[np.nonzero(lab_ts[rows] == t_r)[0][0]]
+    followed: dict[int, dict[int, np.ndarray]] = {}
     for j in range(len(rev)):
         r = int(rev_ts[j])
         later = [t for t in rts if t > r]
         earlier = [t for t in rts if t < r]
         fwd = [t for t in todo if r < t < (later[0] if later else np.inf)]
         bwd = [t for t in reversed(todo) if (earlier[-1] if earlier else -np.inf) < t < r]
-        for times in (fwd, bwd):
-            for t, wb in follow(RW[j], vel.get(j), r, times, poses, frame_points, cats[j], cfg):
-                b = to_world_boxes(wb[None], invert(poses[t]))[0]
-                h = have.get(t)
-                carried = _carried_dist(b[3:5], cfg)
-                if h is not None and len(h) and np.min(np.hypot(h[:, 0] - b[0], h[:, 1] - b[1])) < carried:
-                    continue
-                fill.append({"timestamp_ns": t, "object_id": f"rv{r}-{j}", "track_id": None,
-                             **dict(zip(BOX_COLUMNS, map(float, b))), "category": cats[j], "score": 1.0,
-                             "provenance": PROVENANCE})
-                have[t] = np.vstack([h, b[None, :2]]) if h is not None and len(h) else b[None, :2]
+        followed[j] = {t: wb for times in (fwd, bwd)
+                       for t, wb in follow(RW[j], vel.get(j), r, times, poses, frame_points, cats[j], cfg)}
+    return followed
+
+
+def _extend_reviewed(out, rev, followed, poses, cfg) -> list[dict]:
+    """Boxes for reviewed objects at unreviewed keyframes where no kept label stands for them: the followed boxes
+    (:func:`_follow_reviewed`)."""
+    fill: list[dict] = []
+    have: dict[int, np.ndarray] = {int(t): g[["x", "y"]].to_numpy(np.float64) for t, g in out.groupby("timestamp_ns")}
+    cats = rev["category"].to_numpy(dtype=object)
+    rev_ts = rev["timestamp_ns"].to_numpy(np.int64)
+    for j in range(len(rev)):
+        r = int(rev_ts[j])
+        for t, wb in followed.get(j, {}).items():
+            b = to_world_boxes(wb[None], invert(poses[t]))[0]
+            h = have.get(t)
+            carried = _carried_dist(b[3:5], cfg)
+            if h is not None and len(h) and np.min(np.hypot(h[:, 0] - b[0], h[:, 1] - b[1])) < carried:
+                continue
+            fill.append({"timestamp_ns": t, "object_id": f"rv{r}-{j}", "track_id": None,
+                         **dict(zip(BOX_COLUMNS, map(float, b))), "category": cats[j], "score": 1.0,
+                         "provenance": PROVENANCE})
+            have[t] = np.vstack([h, b[None, :2]]) if h is not None and len(h) else b[None, :2]
     return fill

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from labeler.geometry.boxes import BOX_COLUMNS
-from labeler.refine.propagate import PROVENANCE, PropagateCfg, follow, propagate, register_shift
+from labeler.refine.propagate import PROVENANCE, PropagateCfg, follow, propagate, register_shift, snap_to_points
 from labeler.refine.signals import select_diverse
 
 S = 1_000_000_000
@@ -265,3 +265,55 @@ def test_a_second_unjudged_track_of_a_reviewed_object_is_dropped_where_the_confi
     both = propagate(lab, _df([_human(T[0], car)]), [T[0]], EYE, T, np.ones(len(lab), bool),
                      PropagateCfg(enabled=True, dedupe=False))
     assert sorted(both[both.track_id == "b"].timestamp_ns) == T[3:]
+
+
+def _inside_surface(box, n=400, rng=None, depth=0.05):
+    """Like :func:`_car_surface`, the points a hair inside the faces (as a labelled box encloses its points)."""
+    x, y, z, l, w, h, yaw = box
+    return _car_surface([x, y, z, l - 2 * depth, w - 2 * depth, h - 2 * depth, yaw], n=n, rng=rng)
+
+
+def test_snap_to_points_lays_a_box_of_known_size_onto_its_objects_outline():
+    rng = np.random.default_rng(5)
+    truth = np.array([15.0, 6.0, -0.95, 4.5, 1.9, 1.6, 0.3])
+    pts = np.vstack([_ground(rng), _inside_surface(truth, rng=rng)])
+    off = truth.copy()
+    off[:2] += [0.45, -0.35]
+    snapped = snap_to_points(off, pts, radius=0.6)
+    assert np.hypot(*(snapped[:2] - truth[:2])) < 0.12, "moved onto the two faces the LiDAR sees"
+    assert np.allclose(snapped[2:], truth[2:]), "only the BEV position moves"
+    # fewer points than min_points: left where it was
+    few = np.vstack([_ground(rng), _inside_surface(truth, n=6, rng=rng)])
+    assert np.allclose(snap_to_points(off, few, radius=0.6, min_points=8), off)
+
+
+def test_a_confirmed_moving_car_is_snapped_onto_its_points_between_reviews():
+    rng = np.random.default_rng(6)
+    truth = {t: [8.0 + 8.0 * t / S, -4.0, -0.95, 4.5, 1.9, 1.6, 0.0] for t in T}
+    pts = {t: np.vstack([_ground(rng), _inside_surface(truth[t], rng=rng)]) for t in T}
+    # the detector places the car 0.5 m ahead of itself all along; the review at T[0] corrects it there only
+    lab = _df(_rows("c", [[b[0] + 0.5, *b[1:]] for b in (truth[t] for t in T)]))
+    args = (lab, _df([_human(T[0], truth[T[0]])]), [T[0]], EYE, T, np.ones(len(lab), bool))
+    snapped = propagate(*args, CFG, frame_points=lambda t: pts[t]).set_index("timestamp_ns")
+    plain = propagate(*args, PropagateCfg(enabled=True, snap_m=0.0), frame_points=lambda t: pts[t]).set_index("timestamp_ns")
+    for t in T[3:]:   # 1.5 s and more after the review the decayed correction leaves most of the 0.5 m
+        assert abs(plain.loc[t, "x"] - truth[t][0]) > 0.35
+        assert abs(snapped.loc[t, "x"] - truth[t][0]) < 0.12
+    assert (snapped.l == 4.5).all() and (snapped.yaw == 0.0).all()
+
+
+def test_a_confirmed_track_that_switches_to_another_object_is_left_where_the_lidar_follows_its_own():
+    rng = np.random.default_rng(7)
+    a = {t: [8.0 + 6.0 * t / S, -4.0, -0.95, 4.5, 1.9, 1.6, 0.0] for t in T}   # the reviewed car, driving
+    b = [24.0, 2.0, -0.95, 4.4, 1.8, 1.5, 0.0]                                  # a parked car beside its path
+    pts = {t: np.vstack([_ground(rng), _inside_surface(a[t], rng=rng), _inside_surface(b, rng=rng)]) for t in T}
+    # the track follows the reviewed car for 1.5 s, then jumps onto the parked car (an identity switch)
+    lab = _df(_rows("c", [a[t] if k < 4 else b for k, t in enumerate(T)]))
+    args = (lab, _df([_human(T[0], a[T[0]])]), [T[0]], EYE, T, np.ones(len(lab), bool))
+    out = propagate(*args, CFG, frame_points=lambda t: pts[t])
+    old = propagate(*args, PropagateCfg(enabled=True, leave_m=0.0), frame_points=lambda t: pts[t])
+    for t in T[4:]:
+        o, f = out[out.timestamp_ns == t], old[old.timestamp_ns == t]
+        assert np.hypot(f.x - b[0], f.y - b[1]).min() < 0.5, "without the check the person's car is put on the parked one"
+        assert np.hypot(o.x - b[0], o.y - b[1]).min() > 1.0, "the track has left the reviewed car: not kept there"
+        assert np.hypot(o.x - a[t][0], o.y - a[t][1]).min() < 0.3, "the followed box stands for the reviewed car"
