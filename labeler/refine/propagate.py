@@ -300,13 +300,10 @@ def snap_to_points(box: np.ndarray, points: np.ndarray, radius: float, step: flo
     middle. Fewer than ``min_points`` points: the box is returned as it was."""
     b = np.asarray(box, dtype=np.float64).copy()
     x, y, z, l, w, h, yaw = b
-    p = np.asarray(points)[:, :3]
+    near = _box_points_world(np.asarray(points), np.eye(4), b, radius)   # the box is in the points' frame
     c, s = np.cos(yaw), np.sin(yaw)
-    dx, dy = p[:, 0] - x, p[:, 1] - y
+    dx, dy = near[:, 0] - x, near[:, 1] - y
     u, v = dx * c + dy * s, -dx * s + dy * c
-    m = ((np.abs(u) <= l / 2 + radius) & (np.abs(v) <= w / 2 + radius)
-         & (p[:, 2] >= z - h / 2 + GROUND_CLEARANCE_M) & (p[:, 2] <= z + h / 2))
-    u, v = u[m], v[m]
     if len(u) < min_points:
         return b
     k = int(np.floor(radius / step + 1e-9))
