@@ -264,12 +264,15 @@ def propagate(labels: pd.DataFrame, reviewed: pd.DataFrame, reviewed_frames, pos
     if frame_points is not None and cfg.snap_m > 0:
         out = _snap_moving(out, moving[keep], frame_points, cfg)
     if frame_points is not None:
+        if cfg.drop_empty:   # first: an empty box a track carries does not stand for its object (nor keep a followed one out)
+            out = out[out["_seen"].to_numpy(dtype=bool) | ~_empty_propagated(out, frame_points)]
         # a person's box the tracks do not carry to a frame: followed there when the LiDAR agrees
         fill = _extend_reviewed(out, rev, followed, poses, cfg)
         if len(fill):
-            out = pd.concat([out, pd.DataFrame(fill, columns=cols).assign(_seen=False)], ignore_index=True)
-        if cfg.drop_empty:
-            out = out[out["_seen"].to_numpy(dtype=bool) | ~_empty_propagated(out, frame_points)]
+            fill = pd.DataFrame(fill, columns=cols).assign(_seen=False)
+            if cfg.drop_empty:
+                fill = fill[~_empty_propagated(fill, frame_points)]
+            out = pd.concat([out, fill], ignore_index=True)
     if cfg.dedupe:
         out = out[~_shadowed_auto(out, cfg)]
     return out[cols].sort_values(["timestamp_ns", "object_id"]).reset_index(drop=True)
