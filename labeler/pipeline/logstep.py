@@ -23,7 +23,7 @@ from labeler.geometry.boxes import BOX_COLUMNS
 from labeler.io.tables import write_part
 from labeler.pipeline.config import SelectionCfg
 from labeler.refine.proposals import PROPOSAL_COLUMNS, log_proposals
-from labeler.refine.signals import SignalCfg, frame_signals, track_flicker
+from labeler.refine.signals import SignalCfg, frame_signals, stopped_frames, track_flicker
 from labeler.refine.smoothing import RefineCfg, refine_log
 from labeler.schemas import ACCEPTED_3D, CONTEXT_3D, PREDICTIONS_3D, REFINED_3D, TRACKS_3D, to_table
 
@@ -105,6 +105,9 @@ def refine_and_score_log(results: list, run_id: str, run_dir: str, rcfg: RefineC
     by_ts = dict(tuple(raw.groupby("timestamp_ns"))) if len(raw) else {}
     kept_by_ts = dict(tuple(kept.groupby("timestamp_ns"))) if len(kept) else {}
     empty = raw.iloc[:0]
+    # the ego stands where it is slow at a keyframe and at the log's keyframes within stopped_hold_s of it
+    stopped = dict(zip(times.tolist(), stopped_frames(
+        times, [inputs[t]["speed_mps"] for t in times.tolist()], sigcfg.stopped_speed_mps, sigcfg.stopped_hold_s).tolist()))
     for t in times.tolist():
         r = by_ts.get(t, empty)
         k = kept_by_ts.get(t, kept.iloc[:0])
@@ -116,7 +119,7 @@ def refine_and_score_log(results: list, run_id: str, run_dir: str, rcfg: RefineC
             track_ids=r["track_id"].where(r["track_id"].notna(), None).tolist() if refine else None,
             flicker=r[["short_track", "class_switch", "yaw_flip"]] if refine else None,
             clusters=None if info["clusters"] is None else np.asarray(info["clusters"], dtype=np.float64).reshape(-1, 6),
-            health_flags=info["health"], stopped=info["speed_mps"] < sigcfg.stopped_speed_mps,
+            health_flags=info["health"], stopped=stopped[t],
             explain_boxes=k[list(BOX_COLUMNS)].to_numpy(np.float64), cfg=sigcfg)
         out.frames.append({"timestamp_ns": t, "priority": sig.priority, "reasons": sig.reasons,
                            "base_priority": sigcfg.per_box_weight * sig.uncertain_boxes,

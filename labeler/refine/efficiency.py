@@ -347,8 +347,9 @@ def prepare_log(data: dict, refine: bool, cfg: BenchCfg, class_counts=None) -> t
     preds = data["preds"]
     preds = preds[preds["score"] >= cfg.pred_min_score].reset_index(drop=True)
     eval_ts = sorted(data["eval"])
-    stopped = dict(zip(data["timestamps_ns"].tolist(), ego_stopped(data["timestamps_ns"], data["world_from_ego"]).tolist()))
     scfg = SignalCfg()
+    stopped = dict(zip(data["timestamps_ns"].tolist(), ego_stopped(
+        data["timestamps_ns"], data["world_from_ego"], scfg.stopped_speed_mps, scfg.stopped_hold_s).tolist()))
     if refine:
         step = cfg.refine_step or cfg.frame_step
         grid = np.asarray(data["timestamps_ns"])[::step]

@@ -68,7 +68,8 @@ class SignalCfg:
     miss_margin_m: float = 0.5           # a cluster centre this close to a box counts as explained
     rare_fraction: float = 0.02          # a class under this share of the bank's boxes is rare
     size_sigma: float = 3.0              # size this many spreads from typical = unusual
-    stopped_speed_mps: float = 0.3       # ego slower than this is stopped
+    stopped_speed_mps: float = 0.3       # ego slower than this is stopped ...
+    stopped_hold_s: float = 1.0          # ... there and for this long before and after (a stop's creeping ends out)
     min_hits: int = 3                    # tracks with fewer detections "appear and vanish"
     per_box_weight: float = 0.05         # priority per uncertain box (besides the distinct reasons)
     empty_min_boxes: int = 3             # a frame with this many pre-labels scoring >= score_low but none accepted
@@ -206,11 +207,31 @@ def unexplained_clusters(clusters, boxes, min_points: int = 40, margin_m: float 
     return big & ~inside.any(axis=1)
 
 
-def ego_stopped(timestamps_ns, world_from_ego, threshold_mps: float = 0.3) -> np.ndarray:
-    """(F,) bool per frame: ego speed (central differences of the poses) below ``threshold_mps``."""
+def ego_stopped(timestamps_ns, world_from_ego, threshold_mps: float = 0.3, hold_s: float = 0.0) -> np.ndarray:
+    """(F,) bool per frame: ego speed (central differences of the poses) below ``threshold_mps`` at the frame and
+    at every frame within ``hold_s`` of it (:func:`stopped_frames`)."""
     from labeler.pipeline.filters import ego_speed_mps
 
-    return np.asarray(ego_speed_mps(np.asarray(timestamps_ns), np.asarray(world_from_ego))) < threshold_mps
+    ts = np.asarray(timestamps_ns)
+    return stopped_frames(ts, ego_speed_mps(ts, np.asarray(world_from_ego)), threshold_mps, hold_s)
+
+
+def stopped_frames(timestamps_ns, speed_mps, threshold_mps: float = 0.3, hold_s: float = 0.0) -> np.ndarray:
+    """(F,) bool: the ego stands at a frame when its speed is below ``threshold_mps`` there and at every frame of
+    the log within ``hold_s`` of it. A stop's first and last ``hold_s`` (the ego creeping to a halt, or pulling
+    away) do not count, so the stop event's frames are ones where it really stands."""
+    ts = np.asarray(timestamps_ns, dtype=np.int64)
+    slow = np.asarray(speed_mps, dtype=np.float64) < threshold_mps
+    if hold_s <= 0 or len(ts) == 0:
+        return slow
+    o = np.argsort(ts, kind="stable")
+    t, sl = ts[o], slow[o]
+    fast = np.concatenate([[0], np.cumsum(~sl)])          # moving frames before each index
+    lo = np.searchsorted(t, t - int(hold_s * 1e9), side="left")
+    hi = np.searchsorted(t, t + int(hold_s * 1e9), side="right")
+    out = np.empty(len(ts), dtype=bool)
+    out[o] = sl & (fast[hi] - fast[lo] == 0)
+    return out
 
 
 @dataclass

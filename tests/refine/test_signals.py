@@ -172,3 +172,35 @@ def test_frame_with_pre_labels_but_nothing_accepted_goes_up():
     # two boxes are too few to call it, and boxes under the score band are clutter, not missing labels
     assert frame_signals([0.9, 0.9], [200, 200], ["car"] * 2, boxes[:2], explain_boxes=np.zeros((0, 7))).reasons == []
     assert frame_signals([0.2] * 3, [200] * 3, ["car"] * 3, boxes, explain_boxes=np.zeros((0, 7))).reasons == []
+
+
+def test_a_stops_creeping_ends_are_not_counted_as_standing():
+    """10 Hz: the ego brakes, creeps to a halt (below 0.3 m/s for 1 s, as the simulator's stops do), stands 4 s,
+    pulls away. With the default stopped_hold_s (1 s) only frames where it is slow for 1 s either side count, so the
+    stop event's frames lie inside the standstill; with no hold the creeping frames count too."""
+    from labeler.refine.signals import SignalCfg, stopped_frames
+
+    hold = SignalCfg().stopped_hold_s
+    assert hold == 1.0
+    ts = np.arange(100) * 100_000_000
+    speed = np.full(100, 5.0)
+    speed[20:25] = np.linspace(1.5, 0.4, 5)          # braking
+    speed[25:35] = np.linspace(0.28, 0.02, 10)       # creeping
+    speed[35:75] = 0.0                               # standing, 3.5 s .. 7.4 s
+    speed[75:80] = np.linspace(0.1, 2.0, 5)          # pulling away
+    creep = speed < 0.3
+    assert creep[25:35].all() and creep[75]          # the plain threshold also takes the creeping
+    s = stopped_frames(ts, speed, 0.3, hold)
+    standing = np.zeros(100, bool)
+    standing[35:75] = True
+    assert s.any() and not (s & ~standing).any(), "every stopped frame is one where the ego stands"
+    assert s[35:66].all() and s.sum() == 31          # the slow run [25, 75] less 1 s at each end
+    np.testing.assert_array_equal(stopped_frames(ts, speed, 0.3, 0.0), creep)
+    # frames in any order give the same answer per frame
+    o = np.random.default_rng(0).permutation(100)
+    np.testing.assert_array_equal(stopped_frames(ts[o], speed[o], 0.3, hold), s[o])
+    # the pose-based signal agrees
+    x = np.concatenate([[0.0], np.cumsum(speed[1:] * 0.1)])
+    poses = np.stack([pose_from_xyz_yaw(v, 0, 0, 0) for v in x])
+    got = ego_stopped(ts, poses, 0.3, hold)
+    assert got.any() and not (got & ~standing).any()
